@@ -1,0 +1,157 @@
+"""Every user-facing check of the functional layer, in one voice.
+
+Messages start with the layer's name (``"BatchNorm2d(64)"`` for a module, the function's
+name for a direct functional call), then say what was expected and what came. Where torch
+raises a ``RuntimeError`` for the same mistake, the exception also subclasses
+``RuntimeError``, so code written against torch keeps catching it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from torch import Tensor
+
+
+class NormInputError(ValueError, RuntimeError):
+    """An input or argument whose shape or value does not fit the layer."""
+
+
+class NormDTypeError(TypeError, RuntimeError):
+    """An input of a dtype normalization is not defined for (integers, bool, complex)."""
+
+
+def shape_str(shape: Sequence[int]) -> str:
+    return "(" + ", ".join(str(int(s)) for s in shape) + ")"
+
+
+def check_floating(input: Tensor, name: str) -> None:
+    if not input.is_floating_point():
+        raise NormDTypeError(
+            f"{name}: expected a floating-point input (float32, float64, float16 or "
+            f"bfloat16), got {input.dtype}"
+        )
+
+
+def check_rank(input: Tensor, allowed: Sequence[int], name: str) -> None:
+    """The torch form: ``expected 4D input (got 3D input)``."""
+    if input.dim() not in allowed:
+        want = " or ".join(f"{d}D" for d in allowed)
+        raise NormInputError(f"{name}: expected {want} input (got {input.dim()}D input)")
+
+
+def check_min_rank(input: Tensor, min_rank: int, name: str, layout: str) -> None:
+    if input.dim() < min_rank:
+        raise NormInputError(
+            f"{name}: expected an input of at least {min_rank} dimensions {layout} "
+            f"(got {input.dim()}D input of size {shape_str(input.shape)})"
+        )
+
+
+def check_channels(input: Tensor, expected: int, name: str, dim: int = 1) -> None:
+    got = input.shape[dim]
+    if got != expected:
+        raise NormInputError(
+            f"{name}: expected {expected} channels at dim {dim} of the input, got {got} "
+            f"(input size {shape_str(input.shape)})"
+        )
+
+
+def check_vector(t: Tensor | None, size: int, what: str, name: str) -> None:
+    """A per-channel tensor (weight, bias, running statistics) must have ``size`` elements."""
+    if t is not None and (t.dim() != 1 or t.shape[0] != size):
+        raise NormInputError(
+            f"{name}: expected {what} of size ({size},) to match the input's {size} "
+            f"channels, got {what} of size {shape_str(t.shape)}"
+        )
+
+
+def check_param_shape(t: Tensor | None, shape: tuple[int, ...], what: str, name: str) -> None:
+    if t is not None and tuple(t.shape) != shape:
+        raise NormInputError(
+            f"{name}: expected {what} of size {shape_str(shape)}, got {shape_str(t.shape)}"
+        )
+
+
+def check_more_than_one_value_per_channel(input: Tensor, name: str) -> None:
+    """Training statistics need at least 2 values per channel (torch's rule: N * prod(spatial))."""
+    values = input.shape[0] * math.prod(input.shape[2:])
+    if values == 1:
+        raise NormInputError(
+            f"{name}: Expected more than 1 value per channel when training, got input size "
+            f"{shape_str(input.shape)}"
+        )
+
+
+def check_more_than_one_spatial_element(input: Tensor, name: str) -> None:
+    if math.prod(input.shape[2:]) == 1:
+        raise NormInputError(
+            f"{name}: Expected more than 1 spatial element when training, got input size "
+            f"{shape_str(input.shape)}"
+        )
+
+
+def check_groups(num_channels: int, num_groups: int, name: str) -> None:
+    if (
+        not isinstance(num_groups, int)
+        or isinstance(num_groups, bool)
+        or num_groups < 1
+        or num_channels % num_groups != 0
+    ):
+        raise NormInputError(
+            f"{name}: num_channels ({num_channels}) must be divisible by num_groups "
+            f"({num_groups}), a positive integer"
+        )
+
+
+def check_group_norm_size(input: Tensor, num_groups: int, name: str) -> None:
+    """torch's condition: ``N * C / G * prod(spatial) == 1`` is refused."""
+    values = input.shape[0] * input.shape[1] // num_groups * math.prod(input.shape[2:])
+    if values == 1:
+        raise NormInputError(
+            f"{name}: Expected more than 1 value per group, got input size "
+            f"{shape_str(input.shape)} with {num_groups} groups"
+        )
+
+
+def check_normalized_shape(input: Tensor, normalized_shape: tuple[int, ...], name: str) -> None:
+    k = len(normalized_shape)
+    if k == 0 or input.dim() < k or tuple(input.shape[-k:]) != normalized_shape:
+        raise NormInputError(
+            f"{name}: Given normalized_shape={list(normalized_shape)}, expected input with "
+            f"shape [*, {', '.join(str(s) for s in normalized_shape)}], but got input of size "
+            f"{shape_str(input.shape)}"
+        )
+
+
+def check_eps(eps: float, training: bool, name: str) -> None:
+    if training and not eps > 0.0:
+        raise NormInputError(f"{name}: eps must be positive during training, got {eps}")
+    if not eps >= 0.0:
+        raise NormInputError(f"{name}: eps must be non-negative, got {eps}")
+
+
+def check_running_stats_for_eval(
+    running_mean: Tensor | None, running_var: Tensor | None, name: str
+) -> None:
+    if running_mean is None or running_var is None:
+        raise NormInputError(
+            f"{name}: running_mean and running_var must be given when normalizing with "
+            f"running statistics (training=False), got "
+            f"running_mean={'None' if running_mean is None else 'a tensor'}, "
+            f"running_var={'None' if running_var is None else 'a tensor'}"
+        )
+
+
+def check_momentum(momentum: float | None, name: str) -> None:
+    if momentum is not None and not (0.0 <= momentum <= 1.0):
+        raise NormInputError(
+            f"{name}: momentum must be in [0, 1] or None (cumulative average), got {momentum}; "
+            "note torch's convention: running = (1 - momentum) * running + momentum * batch"
+        )
+
+
+def check_num_features(num_features: int, name: str, what: str = "num_features") -> None:
+    if not isinstance(num_features, int) or isinstance(num_features, bool) or num_features < 1:
+        raise NormInputError(f"{name}: {what} must be a positive integer, got {num_features!r}")

@@ -1,0 +1,295 @@
+"""Normalization layers written as the formulas read, in NumPy.
+
+This module is two things: the page a learner reads to see what each layer computes, and
+the oracle the fast paths are tested against. Nothing here is optimised; every function
+takes and returns NumPy arrays, never modifies its inputs, and computes in the input dtype.
+
+Notation (per normalized group of ``n`` values; the group is a channel for BatchNorm, a
+sample's features for LayerNorm, a sample's channel for InstanceNorm, a sample's group of
+channels for GroupNorm)::
+
+    mean   = sum(x) / n
+    var    = sum((x - mean)**2) / n              # biased: used to normalize
+    x_hat  = (x - mean) / sqrt(var + eps)
+    y      = gamma * x_hat + beta                # learnable scale and shift
+
+Backward, with ``g = dL/dy`` and ``g_hat = g * gamma``::
+
+    dbeta  = sum(g)          dgamma = sum(g * x_hat)     (over everything but the channel)
+    dx     = 1 / sqrt(var + eps) / n * (n * g_hat - sum(g_hat) - x_hat * sum(g_hat * x_hat))
+
+RMSNorm drops the centering: ``mean`` is taken as 0, ``var`` is the mean square, and the
+``sum(g_hat)`` term disappears from ``dx``.
+
+Running statistics (BatchNorm in training; PyTorch's convention for ``momentum``)::
+
+    running_mean = (1 - momentum) * running_mean + momentum * mean
+    running_var  = (1 - momentum) * running_var  + momentum * var * n / (n - 1)   # unbiased
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+Array = np.ndarray
+
+
+# ---------------------------------------------------------------------------------------
+# The core: normalize over some axes, and its backward.
+
+
+def normalize(x: Array, axes: tuple[int, ...], eps: float, center: bool = True):
+    """``x_hat = (x - mean) / sqrt(var + eps)`` over ``axes``.
+
+    Returns ``(x_hat, mean, var)``; ``mean``/``var`` keep the reduced axes (size 1).
+    With ``center=False`` (RMSNorm): ``mean = 0`` and ``var = mean(x**2)``.
+    """
+    n = np.prod([x.shape[a] for a in axes])
+    mean = x.sum(axis=axes, keepdims=True) / n if center else np.zeros_like(x, shape=(1,) * x.ndim)
+    var = ((x - mean) ** 2).sum(axis=axes, keepdims=True) / n
+    x_hat = (x - mean) / np.sqrt(var + eps)
+    return x_hat, mean, var
+
+
+def normalize_backward(
+    g_hat: Array, x_hat: Array, var: Array, axes: tuple[int, ...], eps: float, center: bool = True
+) -> Array:
+    """``dx`` from ``g_hat = dL/dx_hat``: ``rstd / n * (n*g_hat - sum(g_hat) - x_hat*sum(g_hat*x_hat))``."""
+    n = np.prod([x_hat.shape[a] for a in axes])
+    rstd = 1.0 / np.sqrt(var + eps)
+    sum_g = g_hat.sum(axis=axes, keepdims=True) if center else 0.0
+    sum_g_xhat = (g_hat * x_hat).sum(axis=axes, keepdims=True)
+    return rstd / n * (n * g_hat - sum_g - x_hat * sum_g_xhat)
+
+
+def _channel_axes(x: Array) -> tuple[int, ...]:
+    """Every axis but the channel axis 1: ``(0, 2, 3, ...)``."""
+    return (0, *range(2, x.ndim))
+
+
+def _per_channel(v: Array, x: Array) -> Array:
+    """A ``(C,)`` vector shaped to broadcast against ``x (N, C, *)``."""
+    return v.reshape((1, -1) + (1,) * (x.ndim - 2))
+
+
+def _scale_shift(x_hat: Array, gamma: Array | None, beta: Array | None, shape_like) -> Array:
+    y = x_hat
+    if gamma is not None:
+        y = y * shape_like(gamma)
+    if beta is not None:
+        y = y + shape_like(beta)
+    return y
+
+
+def _param_grads(g: Array, x_hat: Array, axes: tuple[int, ...], gamma, beta):
+    dgamma = (g * x_hat).sum(axis=axes) if gamma is not None else None
+    dbeta = g.sum(axis=axes) if beta is not None else None
+    return dgamma, dbeta
+
+
+# ---------------------------------------------------------------------------------------
+# BatchNorm: statistics per channel over the batch and the spatial positions.
+
+
+def batch_norm_train(
+    x: Array, gamma: Array | None = None, beta: Array | None = None, eps: float = 1e-5
+):
+    """Training forward of BatchNorm on ``x (N, C, *)``.
+
+    Returns ``(y, mean, var)`` with ``mean``/``var`` of shape ``(C,)`` (biased ``var``).
+    """
+    x_hat, mean, var = normalize(x, _channel_axes(x), eps)
+    y = _scale_shift(x_hat, gamma, beta, lambda v: _per_channel(v, x))
+    return y, mean.reshape(-1), var.reshape(-1)
+
+
+def batch_norm_eval(
+    x: Array,
+    running_mean: Array,
+    running_var: Array,
+    gamma: Array | None = None,
+    beta: Array | None = None,
+    eps: float = 1e-5,
+) -> Array:
+    """Inference forward: ``gamma * (x - running_mean) / sqrt(running_var + eps) + beta``."""
+    x_hat = (x - _per_channel(running_mean, x)) / np.sqrt(_per_channel(running_var, x) + eps)
+    return _scale_shift(x_hat, gamma, beta, lambda v: _per_channel(v, x))
+
+
+def batch_norm_train_backward(
+    g: Array, x: Array, gamma: Array | None = None, eps: float = 1e-5, has_beta: bool = True
+):
+    """Backward of :func:`batch_norm_train`: returns ``(dx, dgamma, dbeta)`` (None if absent)."""
+    axes = _channel_axes(x)
+    x_hat, _, var = normalize(x, axes, eps)
+    g_hat = g * _per_channel(gamma, x) if gamma is not None else g
+    dx = normalize_backward(g_hat, x_hat, var, axes, eps)
+    dgamma, dbeta = _param_grads(g, x_hat, axes, gamma, True if has_beta else None)
+    return dx, dgamma, dbeta
+
+
+def batch_norm_eval_backward(
+    g: Array,
+    x: Array,
+    running_mean: Array,
+    running_var: Array,
+    gamma: Array | None = None,
+    eps: float = 1e-5,
+    has_beta: bool = True,
+):
+    """Backward of :func:`batch_norm_eval`: the statistics are constants, ``dx = g*gamma*rstd``."""
+    axes = _channel_axes(x)
+    rstd = 1.0 / np.sqrt(_per_channel(running_var, x) + eps)
+    x_hat = (x - _per_channel(running_mean, x)) * rstd
+    dx = g * rstd * (_per_channel(gamma, x) if gamma is not None else 1.0)
+    dgamma, dbeta = _param_grads(g, x_hat, axes, gamma, True if has_beta else None)
+    return dx, dgamma, dbeta
+
+
+def update_running_stats(
+    running_mean: Array,
+    running_var: Array,
+    mean: Array,
+    var: Array,
+    n: int,
+    momentum: float | None = 0.1,
+    num_batches_tracked: int = 0,
+):
+    """One moving-average step; returns ``(running_mean, running_var, num_batches_tracked)``.
+
+    ``var`` is the biased batch variance of ``n`` values per channel; the stored estimate is
+    the unbiased ``var * n / (n - 1)``. ``momentum=None``: cumulative average with factor
+    ``1 / num_batches_tracked`` (after counting this batch).
+    """
+    num_batches_tracked += 1
+    factor = 1.0 / num_batches_tracked if momentum is None else momentum
+    unbiased = var * n / (n - 1)
+    new_mean = (1 - factor) * running_mean + factor * mean
+    new_var = (1 - factor) * running_var + factor * unbiased
+    return new_mean, new_var, num_batches_tracked
+
+
+# ---------------------------------------------------------------------------------------
+# LayerNorm and RMSNorm: statistics per sample over the trailing normalized_shape.
+
+
+def _trailing_axes(x: Array, normalized_shape: int | Sequence[int]) -> tuple[int, ...]:
+    k = 1 if isinstance(normalized_shape, int) else len(normalized_shape)
+    return tuple(range(x.ndim - k, x.ndim))
+
+
+def layer_norm(
+    x: Array,
+    normalized_shape: int | Sequence[int],
+    gamma: Array | None = None,
+    beta: Array | None = None,
+    eps: float = 1e-5,
+) -> Array:
+    """LayerNorm forward on ``x (*, *normalized_shape)``; ``gamma``/``beta`` of ``normalized_shape``."""
+    x_hat, _, _ = normalize(x, _trailing_axes(x, normalized_shape), eps)
+    return _scale_shift(x_hat, gamma, beta, lambda v: v)
+
+
+def layer_norm_backward(
+    g: Array,
+    x: Array,
+    normalized_shape: int | Sequence[int],
+    gamma: Array | None = None,
+    eps: float = 1e-5,
+    has_beta: bool = True,
+):
+    """Backward of :func:`layer_norm`: ``(dx, dgamma, dbeta)``."""
+    return _row_backward(g, x, normalized_shape, gamma, eps, True, has_beta)
+
+
+def rms_norm(
+    x: Array, normalized_shape: int | Sequence[int], gamma: Array | None = None, eps: float = 1e-6
+) -> Array:
+    """RMSNorm forward: ``gamma * x / sqrt(mean(x**2) + eps)`` over the trailing dims."""
+    x_hat, _, _ = normalize(x, _trailing_axes(x, normalized_shape), eps, center=False)
+    return _scale_shift(x_hat, gamma, None, lambda v: v)
+
+
+def rms_norm_backward(
+    g: Array,
+    x: Array,
+    normalized_shape: int | Sequence[int],
+    gamma: Array | None = None,
+    eps: float = 1e-6,
+):
+    """Backward of :func:`rms_norm`: ``(dx, dgamma)``."""
+    dx, dgamma, _ = _row_backward(g, x, normalized_shape, gamma, eps, False, False)
+    return dx, dgamma
+
+
+def _row_backward(g, x, normalized_shape, gamma, eps, center, has_beta):
+    axes = _trailing_axes(x, normalized_shape)
+    x_hat, _, var = normalize(x, axes, eps, center)
+    g_hat = g * gamma if gamma is not None else g
+    dx = normalize_backward(g_hat, x_hat, var, axes, eps, center)
+    batch_axes = tuple(range(x.ndim - len(axes)))
+    dgamma, dbeta = _param_grads(g, x_hat, batch_axes, gamma, True if has_beta else None)
+    return dx, dgamma, dbeta
+
+
+# ---------------------------------------------------------------------------------------
+# GroupNorm and InstanceNorm: statistics per sample and group of channels.
+
+
+def group_norm(
+    x: Array,
+    num_groups: int,
+    gamma: Array | None = None,
+    beta: Array | None = None,
+    eps: float = 1e-5,
+) -> Array:
+    """GroupNorm forward on ``x (N, C, *)``: each sample's ``C / G`` channels per group
+    normalized together over their spatial positions; per-channel ``gamma``/``beta (C,)``."""
+    grouped = _grouped(x, num_groups)
+    x_hat, _, _ = normalize(grouped, (2,), eps)
+    return _scale_shift(x_hat.reshape(x.shape), gamma, beta, lambda v: _per_channel(v, x))
+
+
+def group_norm_backward(
+    g: Array,
+    x: Array,
+    num_groups: int,
+    gamma: Array | None = None,
+    eps: float = 1e-5,
+    has_beta: bool = True,
+):
+    """Backward of :func:`group_norm`: ``(dx, dgamma, dbeta)``."""
+    grouped = _grouped(x, num_groups)
+    x_hat, _, var = normalize(grouped, (2,), eps)
+    g_hat = g * _per_channel(gamma, x) if gamma is not None else g
+    dx = normalize_backward(_grouped(g_hat, num_groups), x_hat, var, (2,), eps)
+    dgamma, dbeta = _param_grads(
+        g, x_hat.reshape(x.shape), _channel_axes(x), gamma, True if has_beta else None
+    )
+    return dx.reshape(x.shape), dgamma, dbeta
+
+
+def _grouped(x: Array, num_groups: int) -> Array:
+    return x.reshape(x.shape[0], num_groups, -1)
+
+
+def instance_norm(
+    x: Array, gamma: Array | None = None, beta: Array | None = None, eps: float = 1e-5
+) -> Array:
+    """InstanceNorm forward: every ``(n, c)`` plane of ``x (N, C, *)`` normalized on its own."""
+    x_hat, _, _ = normalize(x, tuple(range(2, x.ndim)), eps)
+    return _scale_shift(x_hat, gamma, beta, lambda v: _per_channel(v, x))
+
+
+def instance_norm_backward(
+    g: Array, x: Array, gamma: Array | None = None, eps: float = 1e-5, has_beta: bool = True
+):
+    """Backward of :func:`instance_norm`: ``(dx, dgamma, dbeta)``."""
+    axes = tuple(range(2, x.ndim))
+    x_hat, _, var = normalize(x, axes, eps)
+    g_hat = g * _per_channel(gamma, x) if gamma is not None else g
+    dx = normalize_backward(g_hat, x_hat, var, axes, eps)
+    dgamma, dbeta = _param_grads(g, x_hat, _channel_axes(x), gamma, True if has_beta else None)
+    return dx, dgamma, dbeta
