@@ -120,20 +120,141 @@ def _flat(grad: Tensor | None) -> Tensor | None:
 
 # ---------------------------------------------------------------------------------------
 # Batch norm: x (N, C, L), statistics per channel.
+#
+# BatchNorm is composed from four primitives (PyTorch's own decomposition), so that sync BN
+# (an all-reduce between them), batch renorm (r, d folded into weight/bias), frozen BN and
+# fused activations reuse them unchanged:
+#
+#   batch_norm_stats            x -> mean, var                              (one read)
+#   batch_norm_elemt            y = act((x - mean) * invstd * weight + bias)  (read, write)
+#   batch_norm_backward_reduce  sum(dy), sum(dy * x_hat)                    (two reads)
+#   batch_norm_backward_elemt   dx = weight * invstd * (dy - sum_dy / n - x_hat * sum_dy_xhat / n)
+#
+# where dy = grad * act'(pre) is the gradient before the activation. ``act`` is one of
+# ACTIVATIONS; ``negative_slope`` is leaky_relu's. Per-channel vectors are (C,).
 
 _BN_DIMS = (0, 2)
+ACTIVATIONS = ("identity", "relu", "leaky_relu", "silu", "gelu")
 
 
-def _channel_shape(x: Tensor) -> tuple[int, ...]:
-    return (1, x.shape[1], 1)
+def _channel(v: Tensor | None, acc: torch.dtype) -> Tensor | None:
+    return None if v is None else v.to(acc).reshape(1, -1, 1)
+
+
+def activation(pre: Tensor, act: str, negative_slope: float = 0.01) -> Tensor:
+    """``act(pre)`` for the fused activations (gelu is the exact, erf-based one)."""
+    if act == "identity":
+        return pre
+    if act == "relu":
+        return torch.relu(pre)
+    if act == "leaky_relu":
+        return torch.nn.functional.leaky_relu(pre, negative_slope)
+    if act == "silu":
+        return torch.nn.functional.silu(pre)
+    if act == "gelu":
+        return torch.nn.functional.gelu(pre)
+    raise ValueError(f"unknown activation {act!r}; expected one of {ACTIVATIONS}")
+
+
+def activation_grad(grad: Tensor, pre: Tensor, act: str, negative_slope: float = 0.01) -> Tensor:
+    """``grad * act'(pre)``: the gradient before the activation."""
+    if act == "identity":
+        return grad
+    if act == "relu":
+        return torch.where(pre > 0, grad, 0.0)
+    if act == "leaky_relu":
+        return torch.where(pre > 0, grad, grad * negative_slope)
+    if act == "silu":
+        sig = torch.sigmoid(pre)
+        return grad * sig * (1 + pre * (1 - sig))
+    if act == "gelu":
+        cdf = 0.5 * (1 + torch.erf(pre * 0.7071067811865476))
+        pdf = torch.exp(-0.5 * pre * pre) * 0.3989422804014327
+        return grad * (cdf + pre * pdf)
+    raise ValueError(f"unknown activation {act!r}; expected one of {ACTIVATIONS}")
+
+
+def batch_norm_stats(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel ``(mean (C,), var (C,))`` of ``x (N, C, L)``; biased variance."""
+    mean, var = _moments(x.to(accumulation_dtype(x.dtype)), _BN_DIMS, True)
+    return mean.reshape(-1), var.reshape(-1)
+
+
+def _pre_activation(x, mean, invstd, weight, bias, acc):
+    x_hat = (x.to(acc) - _channel(mean, acc)) * _channel(invstd, acc)
+    return x_hat, _apply_affine(x_hat, weight, bias, (1, -1, 1))
+
+
+def batch_norm_elemt(
+    x: Tensor,
+    mean: Tensor,
+    invstd: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    act: str = "identity",
+    negative_slope: float = 0.01,
+) -> Tensor:
+    """``y = act((x - mean) * invstd * weight + bias)`` per channel; same shape/layout as ``x``."""
+    acc = accumulation_dtype(x.dtype)
+    _, pre = _pre_activation(x, mean, invstd, weight, bias, acc)
+    return activation(pre, act, negative_slope).to(x.dtype)
+
+
+def batch_norm_backward_reduce(
+    grad: Tensor,
+    x: Tensor,
+    mean: Tensor,
+    invstd: Tensor,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    act: str = "identity",
+    negative_slope: float = 0.01,
+) -> tuple[Tensor, Tensor]:
+    """``(sum(dy), sum(dy * x_hat))`` per channel, ``dy = grad * act'(pre)``.
+
+    These are ``dbias`` and ``dweight``; ``weight``/``bias`` only matter with an activation.
+    """
+    acc = accumulation_dtype(x.dtype)
+    x_hat, pre = _pre_activation(x, mean, invstd, weight, bias, acc)
+    dy = activation_grad(grad.to(acc), pre, act, negative_slope)
+    return dy.sum(dim=_BN_DIMS), (dy * x_hat).sum(dim=_BN_DIMS)
+
+
+def batch_norm_backward_elemt(
+    grad: Tensor,
+    x: Tensor,
+    mean: Tensor,
+    invstd: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    sum_dy: Tensor | None,
+    sum_dy_xhat: Tensor | None,
+    count: int,
+    act: str = "identity",
+    negative_slope: float = 0.01,
+) -> Tensor:
+    """``dx = weight * invstd * (dy - sum_dy / count - x_hat * sum_dy_xhat / count)``.
+
+    ``sum_dy``/``sum_dy_xhat`` None: the statistics are constants (inference, frozen BN),
+    so ``dx = dy * weight * invstd``.
+    """
+    acc = accumulation_dtype(x.dtype)
+    x_hat, pre = _pre_activation(x, mean, invstd, weight, bias, acc)
+    dy = activation_grad(grad.to(acc), pre, act, negative_slope)
+    scale = _channel(invstd, acc) if weight is None else _channel(invstd * weight.to(acc), acc)
+    if sum_dy is None or sum_dy_xhat is None:
+        return (dy * scale).to(x.dtype)
+    centered = dy - _channel(sum_dy, acc) / count - x_hat * (_channel(sum_dy_xhat, acc) / count)
+    return (centered * scale).to(x.dtype)
 
 
 def batch_norm_forward(
     x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Training forward. ``x (N, C, L)`` -> ``(y (N, C, L), mean (C,), var (C,))``."""
-    y, mean, var = normalize_forward(x, _BN_DIMS, _channel_shape(x), weight, bias, eps)
-    return y, mean.reshape(-1), var.reshape(-1)
+    mean, var = batch_norm_stats(x)
+    y = batch_norm_elemt(x, mean, torch.rsqrt(var + eps), weight, bias)
+    return y, mean, var
 
 
 def batch_norm_backward(
@@ -145,10 +266,11 @@ def batch_norm_backward(
     eps: float,
 ) -> tuple[Tensor, Tensor | None, Tensor]:
     """Training backward -> ``(dx, dweight or None, dbias)``."""
-    shape = _channel_shape(x)
-    return normalize_backward(
-        grad, x, _BN_DIMS, shape, weight, mean.reshape(shape), var.reshape(shape), eps
-    )
+    invstd = torch.rsqrt(var + eps)
+    sum_dy, sum_dy_xhat = batch_norm_backward_reduce(grad, x, mean, invstd)
+    count = x.shape[0] * x.shape[2]
+    dx = batch_norm_backward_elemt(grad, x, mean, invstd, weight, None, sum_dy, sum_dy_xhat, count)
+    return dx, sum_dy_xhat if weight is not None else None, sum_dy
 
 
 def batch_norm_eval_forward(
@@ -160,12 +282,8 @@ def batch_norm_eval_forward(
     eps: float,
 ) -> Tensor:
     """Inference forward with fixed statistics: ``(x - running_mean) / sqrt(running_var + eps)``."""
-    acc = accumulation_dtype(x.dtype)
-    shape = _channel_shape(x)
-    mean = running_mean.to(acc).reshape(shape)
-    rstd = torch.rsqrt(running_var.to(acc).reshape(shape) + eps)
-    y = _apply_affine((x.to(acc) - mean) * rstd, weight, bias, shape)
-    return y.to(x.dtype)
+    invstd = torch.rsqrt(running_var.to(accumulation_dtype(x.dtype)) + eps)
+    return batch_norm_elemt(x, running_mean, invstd, weight, bias)
 
 
 def batch_norm_eval_backward(
@@ -177,15 +295,10 @@ def batch_norm_eval_backward(
     eps: float,
 ) -> tuple[Tensor, Tensor | None, Tensor]:
     """Inference backward: the statistics are constants, so ``dx = grad * weight * rstd``."""
-    acc = accumulation_dtype(x.dtype)
-    shape = _channel_shape(x)
-    g = grad.to(acc)
-    rstd = torch.rsqrt(running_var.to(acc).reshape(shape) + eps)
-    x_hat = (x.to(acc) - running_mean.to(acc).reshape(shape)) * rstd
-    scale = rstd * weight.to(acc).reshape(shape) if weight is not None else rstd
-    dweight = (g * x_hat).sum(dim=_BN_DIMS) if weight is not None else None
-    dbias = g.sum(dim=_BN_DIMS)
-    return (g * scale).to(x.dtype), _flat(dweight), _flat(dbias)
+    invstd = torch.rsqrt(running_var.to(accumulation_dtype(x.dtype)) + eps)
+    sum_dy, sum_dy_xhat = batch_norm_backward_reduce(grad, x, running_mean, invstd)
+    dx = batch_norm_backward_elemt(grad, x, running_mean, invstd, weight, None, None, None, 0)
+    return dx, sum_dy_xhat if weight is not None else None, sum_dy
 
 
 # ---------------------------------------------------------------------------------------
@@ -274,6 +387,10 @@ def _supports(x: Tensor) -> bool:
 
 register_backend("torch", _supports)
 for _name, _fn in {
+    "batch_norm_stats": batch_norm_stats,
+    "batch_norm_elemt": batch_norm_elemt,
+    "batch_norm_backward_reduce": batch_norm_backward_reduce,
+    "batch_norm_backward_elemt": batch_norm_backward_elemt,
     "batch_norm_forward": batch_norm_forward,
     "batch_norm_backward": batch_norm_backward,
     "batch_norm_eval_forward": batch_norm_eval_forward,

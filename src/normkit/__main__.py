@@ -1,0 +1,7 @@
+"""``python -m normkit`` runs the command line."""
+
+import sys
+
+from normkit.cli import main
+
+sys.exit(main())
