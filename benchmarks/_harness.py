@@ -1,0 +1,165 @@
+"""Shared benchmark harness: interleaved timing of providers, quantiles, roofline, CSV.
+
+Rules (see the project README): normkit and torch are measured in the same process,
+interleaved round by round so that machine noise hits both alike; warm-up calls (JIT
+compilation, allocator warm-up) are excluded; we report medians (with p20/p80) and the
+ratio torch / normkit, plus the fraction of the memory-bandwidth roofline: the minimum
+bytes an op must move divided by the measured copy bandwidth.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Timing:
+    """Quantiles of one provider's repeated timings, in milliseconds."""
+
+    q20: float
+    q50: float
+    q80: float
+    samples: int
+
+    @classmethod
+    def of(cls, seconds: Sequence[float]) -> Timing:
+        ms = sorted(s * 1e3 for s in seconds)
+        quantiles = statistics.quantiles(ms, n=10, method="inclusive") if len(ms) > 1 else ms * 9
+        return cls(q20=quantiles[1], q50=statistics.median(ms), q80=quantiles[7], samples=len(ms))
+
+
+def time_interleaved(
+    providers: dict[str, Callable[[], object]],
+    repeats: int = 30,
+    warmup: int = 3,
+    min_seconds: float = 0.0,
+) -> dict[str, Timing]:
+    """Run each provider ``warmup`` times, then ``repeats`` rounds of one call each, in turn.
+
+    The order inside a round rotates, so no provider always runs first (cache, turbo).
+    """
+    names = list(providers)
+    for _ in range(warmup):
+        for name in names:
+            providers[name]()
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    start = time.perf_counter()
+    round_index = 0
+    while round_index < repeats or time.perf_counter() - start < min_seconds:
+        order = names[round_index % len(names) :] + names[: round_index % len(names)]
+        for name in order:
+            t0 = time.perf_counter()
+            providers[name]()
+            samples[name].append(time.perf_counter() - t0)
+        round_index += 1
+    return {name: Timing.of(values) for name, values in samples.items()}
+
+
+def copy_bandwidth_gbs(nbytes: int = 256 * 2**20, repeats: int = 15) -> float:
+    """Best read+write bandwidth of ``Tensor.copy_`` into a preallocated buffer (GB/s)."""
+    src = torch.ones(nbytes // 4, dtype=torch.float32)
+    dst = torch.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * nbytes / best / 1e9
+
+
+def roofline_fraction(min_bytes: int, seconds: float, bandwidth_gbs: float) -> float:
+    """Fraction of the bandwidth bound achieved: (min_bytes / bandwidth) / measured time."""
+    return (min_bytes / (bandwidth_gbs * 1e9)) / seconds
+
+
+def git_sha() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@dataclass
+class Environment:
+    cpu: str = field(default_factory=cpu_name)
+    threads: int = field(default_factory=torch.get_num_threads)
+    torch: str = torch.__version__
+    numba: str = ""
+    python: str = platform.python_version()
+    git_sha: str = field(default_factory=git_sha)
+    malloc: str = ""
+    timestamp: str = field(
+        default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    )
+
+    def __post_init__(self) -> None:
+        try:
+            import numba
+
+            self.numba = numba.__version__
+        except ImportError:
+            self.numba = "absent"
+        tuned = {k: os.environ[k] for k in os.environ if k.startswith("MALLOC_")}
+        self.malloc = json.dumps(tuned) if tuned else "default"
+
+
+def append_csv(path: Path, rows: list[dict]) -> None:
+    """Append tidy rows (one per op x provider x mode); writes a header for a new file."""
+    if not rows:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    fields = list(rows[0])
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
+def environment_row(env: Environment) -> dict:
+    return asdict(env)
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """A plain, aligned text table (copyable into notes and the README)."""
+    text = [[str(c) for c in row] for row in rows]
+    widths = [
+        max(len(h), *(len(r[i]) for r in text)) if text else len(h) for i, h in enumerate(headers)
+    ]
+    line = " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    print(line)
+    print("-|-".join("-" * w for w in widths))
+    for row in text:
+        print(" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
