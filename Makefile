@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,lab]"
 	touch $(STAMP)
 
+# The lab's default experiment (BN paper Figure 1): prints the headline and the report path.
+# The side-by-side torch/normkit tutorial is `$(PY) -m normkit demo`.
 demo: $(STAMP)
-	$(PY) -m normkit demo
+	$(PY) -m normkit lab ics
 
 test: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks examples

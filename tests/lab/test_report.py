@@ -1,0 +1,84 @@
+"""The HTML report: self-contained (parsed and checked), and rendered by Chromium if present."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from normkit.lab import report
+from normkit.lab.errors import LabError
+
+from .helpers import check_report, run_small
+
+
+@pytest.fixture(scope="module")
+def ics_run(tmp_path_factory):
+    from normkit.lab.runner import quiet
+
+    out = tmp_path_factory.mktemp("ics")
+    with quiet():
+        run_small("ics", out)
+    return out
+
+
+def test_report_is_self_contained(ics_run):
+    parsed = check_report(ics_run / "report.html", ["ics.png"])
+    text = "".join(parsed.text)
+    assert "Environment" in text and "torch" in text and "Parameters" in text
+    assert '"steps": 30' in text  # the config is recorded
+
+
+def test_report_escapes_text(tmp_path, ics_run):
+    import json
+    import shutil as sh
+
+    run = tmp_path / "run"
+    sh.copytree(ics_run, run)
+    results = json.loads((run / "results.json").read_text())
+    results["headline"] = "<script>alert(1)</script>"
+    (run / "results.json").write_text(json.dumps(results))
+    html = report.render([run])
+    assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def test_report_missing_figure(tmp_path, ics_run):
+    import shutil as sh
+
+    run = tmp_path / "run"
+    sh.copytree(ics_run, run)
+    (run / "ics.png").unlink()
+    with pytest.raises(LabError, match="cannot read figure"):
+        report.render([run])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+def test_chromium_renders_the_figures(ics_run, tmp_path):
+    """Headless Chromium screenshots the page; the plot's orange BN curve must be visible,
+    which only happens if the embedded PNG decoded."""
+    shot = tmp_path / "shot.png"
+    proc = subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--screenshot={shot}",
+            "--window-size=1200,1400",
+            (ics_run / "report.html").resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0 and shot.is_file(), proc.stderr[-2000:]
+    import matplotlib.image
+
+    pixels = (matplotlib.image.imread(shot)[..., :3] * 255).astype(int)
+    orange = np.array([0xD5, 0x5E, 0x00])  # "with BN" in the accuracy panel
+    close = np.abs(pixels - orange).sum(-1) < 40
+    assert close.sum() > 50
