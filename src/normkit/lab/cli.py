@@ -67,7 +67,11 @@ def _add_common(parser: argparse.ArgumentParser, defaults: str) -> None:
         "--data",
         help="digits, mnist1d, an .npz file or a directory with MNIST/Fashion-MNIST IDX files",
     )
-    g.add_argument("--eval-every", type=_int, help="steps between evaluations")
+    g.add_argument(
+        "--eval-every",
+        type=_int,
+        help="steps between evaluations (experiments with curves: ics, placement, eval-gap)",
+    )
     out = parser.add_argument_group("output")
     out.add_argument("--out", type=Path, help="output directory (default: lab-output/NAME)")
     out.add_argument("--smoke", action="store_true", help="a tiny configuration (seconds; for CI)")

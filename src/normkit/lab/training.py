@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
+from normkit.functional._running import NonFiniteStatisticsWarning
 from normkit.lab.datasets import Dataset
 from normkit.lab.errors import LabError
 
@@ -41,21 +42,34 @@ def batches(num_examples: int, batch_size: int, seed: int) -> Iterator[Tensor]:
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, x: Tensor, y: Tensor, *, train_mode: bool = False) -> float:
-    """Fraction of ``x`` classified as ``y``.
+def accuracy(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    train_mode: bool = False,
+    batch_size: int = EVAL_BATCH,
+) -> float:
+    """Fraction of ``x`` classified as ``y``, in chunks of ``batch_size`` examples.
 
     ``train_mode=False``: the model in eval mode (running statistics). ``train_mode=True``:
-    batch statistics of consecutive chunks of ``EVAL_BATCH`` examples, computed on a copy so
-    the model's running statistics are untouched.
+    normalization with the statistics of each chunk (what training optimises; pass the
+    training batch size), computed on a copy so the model's running statistics are
+    untouched. A last chunk shorter than ``batch_size`` is merged into the one before, so
+    no chunk has a single example.
     """
     was_training = model.training
     target = copy.deepcopy(model) if train_mode else model
     target.train(train_mode)
+    starts = list(range(0, len(y), batch_size))
+    if len(starts) > 1 and len(y) - starts[-1] < batch_size:
+        starts.pop()
+    bounds = [*starts[1:], len(y)]
     try:
         correct = 0
-        for start in range(0, len(y), EVAL_BATCH):
-            logits = target(x[start : start + EVAL_BATCH])
-            correct += int((logits.argmax(1) == y[start : start + EVAL_BATCH]).sum())
+        for start, stop in zip(starts, bounds, strict=True):
+            logits = target(x[start:stop])
+            correct += int((logits.argmax(1) == y[start:stop]).sum())
         return correct / len(y)
     finally:
         model.train(was_training)
@@ -109,29 +123,31 @@ def train(
     if checkpoints and checkpoints[0] == 0:
         on_eval(0, model)
     loss_value, done = math.nan, 0
-    for step in range(1, steps + 1):
-        idx = next(sampler)
-        if schedule == "cosine":
-            for group in optimizer.param_groups:
-                group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * (step - 1) / steps))
-        loss = nn.functional.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss_value, done = loss.detach().item(), step
-        if not math.isfinite(loss_value):
-            break
-        if on_step:
-            on_step(step)
-        if step in due:
-            on_eval(step, model)
-    diverged = not math.isfinite(loss_value)
-    if diverged:
-        with warnings.catch_warnings():  # NaN statistics warnings from the diverged model
-            warnings.simplefilter("ignore", RuntimeWarning)
+    with warnings.catch_warnings():
+        # A diverging run is detected from its loss and reported as such; the per-layer
+        # warnings about non-finite batch statistics would only repeat it.
+        warnings.simplefilter("ignore", NonFiniteStatisticsWarning)
+        for step in range(1, steps + 1):
+            idx = next(sampler)
+            if schedule == "cosine":
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * (step - 1) / steps))
+            loss = nn.functional.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_value, done = loss.detach().item(), step
+            if not math.isfinite(loss_value):
+                break
+            if on_step:
+                on_step(step)
+            if step in due:
+                on_eval(step, model)
+        diverged = not math.isfinite(loss_value)
+        if diverged:
             for step in checkpoints:
                 if step >= done:
                     on_eval(step, model)
-        if on_step:
-            on_step(steps)
+            if on_step:
+                on_step(steps)
     return {"loss": loss_value, "diverged": diverged, "steps": done}
