@@ -1,0 +1,45 @@
+"""Tools around normalization layers, for torch.nn's layers and normkit.nn's alike.
+
+    import normkit as nk
+    model = nk.tools.convert(model, "normkit")          # swap norm layers, keep the state
+    fast = nk.tools.fold(model.eval())                   # BN merged into Conv/Linear
+    nk.tools.recalibrate(model, loader)                  # exact population statistics
+    nk.tools.freeze(model); nk.tools.unfreeze(model)     # fine-tuning: BN stats/affine fixed
+    print(nk.tools.summary(model, (1, 3, 32, 32)))       # Keras-style table + norm health
+    print(nk.tools.doctor(model, batch))                 # classic mistakes, with fixes
+    with nk.tools.monitor(model) as mon: ...             # per-layer input statistics
+
+Tools depend on :mod:`normkit.nn` and :mod:`normkit.functional` only.
+"""
+
+from normkit.tools._walk import (
+    MissingLayerError,
+    is_batch_norm,
+    is_norm,
+    iter_norm_layers,
+    norm_kind,
+    replace_modules,
+)
+from normkit.tools.convert import (
+    TARGETS,
+    ConversionError,
+    ConvertReport,
+    convert,
+    convert_targets,
+    default_num_groups,
+)
+
+__all__ = [
+    "TARGETS",
+    "ConversionError",
+    "ConvertReport",
+    "MissingLayerError",
+    "convert",
+    "convert_targets",
+    "default_num_groups",
+    "is_batch_norm",
+    "is_norm",
+    "iter_norm_layers",
+    "norm_kind",
+    "replace_modules",
+]
