@@ -28,15 +28,29 @@ from normkit.tools.convert import (
     convert_targets,
     default_num_groups,
 )
+from normkit.tools.fold import (
+    FoldError,
+    FoldReport,
+    fold,
+    fold_bn_weights,
+    fold_conv_bn,
+    fold_linear_bn,
+)
 
 __all__ = [
     "TARGETS",
     "ConversionError",
     "ConvertReport",
+    "FoldError",
+    "FoldReport",
     "MissingLayerError",
     "convert",
     "convert_targets",
     "default_num_groups",
+    "fold",
+    "fold_bn_weights",
+    "fold_conv_bn",
+    "fold_linear_bn",
     "is_batch_norm",
     "is_norm",
     "iter_norm_layers",
