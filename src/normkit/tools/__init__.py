@@ -36,14 +36,30 @@ from normkit.tools.fold import (
     fold_conv_bn,
     fold_linear_bn,
 )
+from normkit.tools.recalibrate import (
+    EMA,
+    STRATEGIES,
+    CumulativeMean,
+    Estimator,
+    PopulationVariance,
+    RecalibrationReport,
+    recalibrate,
+    recalibration,
+)
 
 __all__ = [
+    "EMA",
+    "STRATEGIES",
     "TARGETS",
     "ConversionError",
     "ConvertReport",
+    "CumulativeMean",
+    "Estimator",
     "FoldError",
     "FoldReport",
     "MissingLayerError",
+    "PopulationVariance",
+    "RecalibrationReport",
     "convert",
     "convert_targets",
     "default_num_groups",
@@ -55,5 +71,7 @@ __all__ = [
     "is_norm",
     "iter_norm_layers",
     "norm_kind",
+    "recalibrate",
+    "recalibration",
     "replace_modules",
 ]

@@ -184,3 +184,11 @@ def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
         if t.is_floating_point():
             return t.device, t.dtype
     return torch.device("cpu"), torch.get_default_dtype()
+
+
+def first_input(args: tuple, kwargs: dict) -> Tensor | None:
+    """The tensor a layer normalizes: its first positional argument, else first keyword one."""
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, Tensor):
+            return value
+    return None
