@@ -36,6 +36,7 @@ from normkit.tools.fold import (
     fold_conv_bn,
     fold_linear_bn,
 )
+from normkit.tools.freeze import freeze, frozen, is_frozen, unfreeze
 from normkit.tools.recalibrate import (
     EMA,
     STRATEGIES,
@@ -67,11 +68,15 @@ __all__ = [
     "fold_bn_weights",
     "fold_conv_bn",
     "fold_linear_bn",
+    "freeze",
+    "frozen",
     "is_batch_norm",
+    "is_frozen",
     "is_norm",
     "iter_norm_layers",
     "norm_kind",
     "recalibrate",
     "recalibration",
     "replace_modules",
+    "unfreeze",
 ]
