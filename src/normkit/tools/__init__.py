@@ -47,6 +47,7 @@ from normkit.tools.recalibrate import (
     recalibrate,
     recalibration,
 )
+from normkit.tools.summary import LayerRow, NormRow, Summary, SummaryError, count_params, summary
 
 __all__ = [
     "EMA",
@@ -58,11 +59,16 @@ __all__ = [
     "Estimator",
     "FoldError",
     "FoldReport",
+    "LayerRow",
     "MissingLayerError",
+    "NormRow",
     "PopulationVariance",
     "RecalibrationReport",
+    "Summary",
+    "SummaryError",
     "convert",
     "convert_targets",
+    "count_params",
     "default_num_groups",
     "fold",
     "fold_bn_weights",
@@ -78,5 +84,6 @@ __all__ = [
     "recalibrate",
     "recalibration",
     "replace_modules",
+    "summary",
     "unfreeze",
 ]
