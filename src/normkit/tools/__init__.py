@@ -28,6 +28,7 @@ from normkit.tools.convert import (
     convert_targets,
     default_num_groups,
 )
+from normkit.tools.doctor import CHECKS, Finding, Findings, doctor
 from normkit.tools.fold import (
     FoldError,
     FoldReport,
@@ -50,6 +51,7 @@ from normkit.tools.recalibrate import (
 from normkit.tools.summary import LayerRow, NormRow, Summary, SummaryError, count_params, summary
 
 __all__ = [
+    "CHECKS",
     "EMA",
     "STRATEGIES",
     "TARGETS",
@@ -57,6 +59,8 @@ __all__ = [
     "ConvertReport",
     "CumulativeMean",
     "Estimator",
+    "Finding",
+    "Findings",
     "FoldError",
     "FoldReport",
     "LayerRow",
@@ -70,6 +74,7 @@ __all__ = [
     "convert_targets",
     "count_params",
     "default_num_groups",
+    "doctor",
     "fold",
     "fold_bn_weights",
     "fold_conv_bn",

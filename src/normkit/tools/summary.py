@@ -24,11 +24,11 @@ import torch
 from torch import Tensor, nn
 
 from normkit.tools._graph import module_graph
+from normkit.tools._inputs import make_inputs
 from normkit.tools._report import fmt_bytes, fmt_int, rich_table, text_table, use_rich
 from normkit.tools._walk import (
     has_running_stats,
     layer_label,
-    model_device_dtype,
     norm_kind,
 )
 from normkit.tools.fold import foldable_reason
@@ -216,49 +216,6 @@ def _count(module: nn.Module) -> tuple[int, int]:
     return trainable, frozen + buffers
 
 
-def _make_inputs(spec: Any, model: nn.Module, dtypes: Sequence[torch.dtype] | None):
-    """``(args, kwargs)`` for the forward pass from an input size or an example."""
-    device, dtype = model_device_dtype(model)
-    if spec is None:
-        return None
-    if isinstance(spec, Tensor):
-        return (spec,), {}
-    if isinstance(spec, dict):
-        return (), spec
-    if isinstance(spec, torch.Size) or (
-        isinstance(spec, (tuple, list)) and spec and all(isinstance(s, int) for s in spec)
-    ):
-        sizes = [tuple(spec)]
-    elif isinstance(spec, (tuple, list)) and spec and all(isinstance(s, Tensor) for s in spec):
-        return tuple(spec), {}
-    elif (
-        isinstance(spec, (tuple, list))
-        and spec
-        and all(isinstance(s, (tuple, list, torch.Size)) for s in spec)
-    ):
-        sizes = [tuple(s) for s in spec]
-    else:
-        raise SummaryError(
-            "summary: expected an input size such as (1, 3, 32, 32) (batch dim included), a "
-            f"list of sizes, an example tensor, a tuple of tensors or a dict; got {spec!r}"
-        )
-    for size in sizes:
-        if not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size):
-            raise SummaryError(f"summary: input sizes must be positive integers, got {size}")
-    dtypes = list(dtypes) if dtypes is not None else [dtype] * len(sizes)
-    if len(dtypes) != len(sizes):
-        raise SummaryError(f"summary: {len(sizes)} input sizes but {len(dtypes)} dtypes")
-    generator = torch.Generator(device="cpu").manual_seed(0)
-    inputs = []
-    for size, dt in zip(sizes, dtypes, strict=True):
-        if dt.is_floating_point:
-            t = torch.randn(size, generator=generator, dtype=dt)
-        else:
-            t = torch.zeros(size, dtype=dt)
-        inputs.append(t.to(device))
-    return tuple(inputs), {}
-
-
 def _norm_rows(model: nn.Module) -> list[NormRow]:
     modules = dict(model.named_modules())
     graph = module_graph(model)
@@ -354,7 +311,7 @@ def summary(
     if not listed:
         listed = [("", model)]
     outputs: dict[int, Any] = {}
-    inputs = _make_inputs(input, model, dtypes)
+    inputs = make_inputs(input, model, dtypes, SummaryError, "summary")
     if inputs is not None:
         _run_forward(model, inputs, {id(m) for _, m in listed}, outputs, result)
     for name, module in listed:
