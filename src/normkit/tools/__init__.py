@@ -38,6 +38,7 @@ from normkit.tools.fold import (
     fold_linear_bn,
 )
 from normkit.tools.freeze import freeze, frozen, is_frozen, unfreeze
+from normkit.tools.monitor import Monitor, Record, monitor
 from normkit.tools.recalibrate import (
     EMA,
     STRATEGIES,
@@ -65,9 +66,11 @@ __all__ = [
     "FoldReport",
     "LayerRow",
     "MissingLayerError",
+    "Monitor",
     "NormRow",
     "PopulationVariance",
     "RecalibrationReport",
+    "Record",
     "Summary",
     "SummaryError",
     "convert",
@@ -85,6 +88,7 @@ __all__ = [
     "is_frozen",
     "is_norm",
     "iter_norm_layers",
+    "monitor",
     "norm_kind",
     "recalibrate",
     "recalibration",
