@@ -185,9 +185,11 @@ def _build_twin(cls: type[nn.Module], old: nn.Module) -> nn.Module:
 
 
 def _bn_dim(module: nn.Module, options: dict[str, Any]) -> int:
-    match = re.search(r"([123])d$", type(module).__name__)
-    if match:
-        return int(match.group(1))
+    origin = getattr(module, ORIGIN_ATTR, None) or {}
+    for class_name in (type(module).__name__, origin.get("class", "")):
+        match = re.search(r"([123])d$", class_name)
+        if match:
+            return int(match.group(1))
     if "dim" in options:
         return int(options["dim"])
     raise ConversionError(
