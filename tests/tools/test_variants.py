@@ -155,3 +155,17 @@ def test_recalibrate_and_freeze_variants(target):
     assert not stem.training and not stem.weight.requires_grad
     nk.tools.unfreeze(model)
     assert stem.training
+
+
+@needs("SyncBatchNorm")
+def test_torch_sync_batchnorm_round_trip():
+    model = randomize_norm_state(
+        nn.Sequential(nn.Conv2d(3, 4, 1), nn.SyncBatchNorm(4, momentum=0.2))
+    )
+    ours = convert(model, "normkit")
+    assert type(ours[1]) is nk.nn.SyncBatchNorm and ours[1].momentum == 0.2
+    back = convert(ours, "torch")
+    assert type(back[1]) is nn.SyncBatchNorm
+    _assert_same_state(back, model)
+    x = torch.randn(2, 3, 4, 4)
+    assert_close(_eval_out(ours, x), _eval_out(model, x))
