@@ -122,3 +122,25 @@ def test_context_manager_and_include():
 def test_nothing_to_freeze():
     with pytest.raises(ValueError, match="nothing to freeze"):
         freeze(nn.BatchNorm1d(3), stats=False, affine=False)
+
+
+def test_convert_carries_the_frozen_state():
+    model = ResNetish(nn).train()
+    freeze(model)
+    ours = nk.tools.convert(model, "normkit")
+    ours.train()
+    assert not ours.stem[1].training and not ours.stem[1].weight.requires_grad
+    assert is_frozen(ours.stem[1]) == {"stats": True, "affine": True}
+    unfreeze(ours)
+    assert ours.stem[1].training and ours.stem[1].weight.requires_grad
+    gn = nk.tools.convert(model, "group")  # no running statistics: only the affine stays frozen
+    assert is_frozen(gn.stem[1]) == {"stats": False, "affine": True}
+    unfreeze(gn)
+    assert gn.stem[1].weight.requires_grad
+
+
+def test_fold_inplace_with_example_compares_against_the_original():
+    model = randomize_norm_state(ResNetish(nn)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    _, report = nk.tools.fold(model, inplace=True, example=x, return_report=True)
+    assert report.max_rel_error < 1e-5 and isinstance(model.stem[1], nn.Identity)

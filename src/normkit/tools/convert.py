@@ -60,6 +60,7 @@ from normkit.tools._walk import (
     normkit_class,
     replace_modules,
 )
+from normkit.tools.freeze import transfer_freeze
 
 ORIGIN_ATTR = "_normkit_origin"
 _PLAIN_BN = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d")
@@ -507,6 +508,7 @@ def convert(
                 new = target.build(module, options)
             except (ConversionError, MissingLayerError, TypeError, ValueError) as exc:
                 raise type(exc)(f"convert(to={to!r}): layer '{name or '<root>'}': {exc}") from exc
+            transfer_freeze(module, new)
             built[id(module)] = new
             note = {"exact": "", "eval": "same eval output", "no": "outputs change"}[
                 target.preserves

@@ -62,6 +62,25 @@ def _unfreeze_layer(module: nn.Module) -> None:
         nn.Module.train(module, record["requested_training"])
 
 
+def transfer_freeze(old: nn.Module, new: nn.Module) -> None:
+    """Carry :func:`freeze`'s state from a layer to its replacement (used by convert)."""
+    record = old.__dict__.get(FREEZE_ATTR)
+    if record is None:
+        return
+    record = {**record, "requires_grad": dict(record["requires_grad"])}
+    for name in list(record["requires_grad"]):
+        param = new._parameters.get(name)
+        if param is None:
+            record["requires_grad"].pop(name)
+        else:
+            param.requires_grad_(False)
+    setattr(new, FREEZE_ATTR, record)
+    record["stats"] = record["stats"] and has_running_stats(new)
+    if record["stats"]:
+        new.train = functools.partial(_frozen_train, new)
+        nn.Module.train(new, False)
+
+
 def is_frozen(module: nn.Module) -> dict[str, bool] | None:
     """``{"stats": ..., "affine": ...}`` for a layer frozen by :func:`freeze`, else None."""
     record = module.__dict__.get(FREEZE_ATTR)
