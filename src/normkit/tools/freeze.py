@@ -75,7 +75,9 @@ def transfer_freeze(old: nn.Module, new: nn.Module) -> None:
         else:
             param.requires_grad_(False)
     setattr(new, FREEZE_ATTR, record)
-    record["stats"] = record["stats"] and has_running_stats(new)
+    if record["stats"] and not has_running_stats(new):  # nothing to keep in eval any more
+        record["stats"] = False
+        nn.Module.train(new, record["requested_training"])
     if record["stats"]:
         new.train = functools.partial(_frozen_train, new)
         nn.Module.train(new, False)
