@@ -6,6 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.normkit-installed
 export OMP_NUM_THREADS ?= 2
+LINT_PATHS := $(wildcard src tests benchmarks examples)
 
 .PHONY: demo test lint format bench warmup clean
 
@@ -23,16 +24,16 @@ demo: $(STAMP)
 	$(PY) -m normkit lab ics
 
 test: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks examples
-	$(PY) -m ruff format --check src tests benchmarks examples
+	$(PY) -m ruff check $(LINT_PATHS)
+	$(PY) -m ruff format --check $(LINT_PATHS)
 	$(PY) -m pytest -n 2 --timeout 900
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks examples
+	$(PY) -m ruff check $(LINT_PATHS)
 
 format: $(STAMP)
-	$(PY) -m ruff format src tests benchmarks examples
-	$(PY) -m ruff check --fix src tests benchmarks examples
+	$(PY) -m ruff format $(LINT_PATHS)
+	$(PY) -m ruff check --fix $(LINT_PATHS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_layers.py

@@ -34,6 +34,9 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def _moments(x: Tensor, dims: tuple[int, ...], center: bool) -> tuple[Tensor, Tensor]:
     """mean and biased variance over ``dims`` (keepdim); ``center=False``: mean 0, mean square."""
+    if x.numel() == 0:  # empty groups: NaN statistics, as torch's own kernels give
+        nan = x.sum(dim=dims, keepdim=True) / 0.0
+        return nan, nan.clone()
     if center:
         var, mean = torch.var_mean(x, dim=dims, correction=0, keepdim=True)
         return mean, var

@@ -23,7 +23,7 @@ class NormDTypeError(TypeError, RuntimeError):
 
 
 def shape_str(shape: Sequence[int]) -> str:
-    return "(" + ", ".join(str(int(s)) for s in shape) + ")"
+    return str(tuple(int(s) for s in shape))
 
 
 def check_floating(input: Tensor, name: str) -> None:

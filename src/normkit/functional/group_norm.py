@@ -6,6 +6,7 @@ from torch import Tensor
 
 from normkit.autograd import norm
 from normkit.functional import _validate as v
+from normkit.functional.batch_norm import _as_ncl
 
 
 def group_norm(
@@ -41,6 +42,6 @@ def group_norm(
     v.check_vector(bias, channels, "bias", name)
     v.check_eps(eps, False, name)
     v.check_group_norm_size(input, num_groups, name)
-    x = input.reshape(input.shape[0], channels, -1)
+    x = _as_ncl(input)
     y, _, _ = norm("group", x, weight, bias, eps, option=num_groups, backend=backend)
     return y.reshape(input.shape)

@@ -1,0 +1,98 @@
+"""Tools around normalization layers, for torch.nn's layers and normkit.nn's alike.
+
+    import normkit as nk
+    model = nk.tools.convert(model, "normkit")          # swap norm layers, keep the state
+    fast = nk.tools.fold(model.eval())                   # BN merged into Conv/Linear
+    nk.tools.recalibrate(model, loader)                  # exact population statistics
+    nk.tools.freeze(model); nk.tools.unfreeze(model)     # fine-tuning: BN stats/affine fixed
+    print(nk.tools.summary(model, (1, 3, 32, 32)))       # Keras-style table + norm health
+    print(nk.tools.doctor(model, batch))                 # classic mistakes, with fixes
+    with nk.tools.monitor(model) as mon: ...             # per-layer input statistics
+
+Tools depend on :mod:`normkit.nn` and :mod:`normkit.functional` only.
+"""
+
+from normkit.tools._walk import (
+    MissingLayerError,
+    is_batch_norm,
+    is_norm,
+    iter_norm_layers,
+    norm_kind,
+    replace_modules,
+)
+from normkit.tools.convert import (
+    TARGETS,
+    ConversionError,
+    ConvertReport,
+    convert,
+    convert_targets,
+    default_num_groups,
+)
+from normkit.tools.doctor import CHECKS, Finding, Findings, doctor
+from normkit.tools.fold import (
+    FoldError,
+    FoldReport,
+    fold,
+    fold_bn_weights,
+    fold_conv_bn,
+    fold_linear_bn,
+)
+from normkit.tools.freeze import freeze, frozen, is_frozen, unfreeze
+from normkit.tools.monitor import Monitor, Record, monitor
+from normkit.tools.recalibrate import (
+    EMA,
+    STRATEGIES,
+    CumulativeMean,
+    Estimator,
+    PopulationVariance,
+    RecalibrationReport,
+    recalibrate,
+    recalibration,
+)
+from normkit.tools.summary import LayerRow, NormRow, Summary, SummaryError, count_params, summary
+
+__all__ = [
+    "CHECKS",
+    "EMA",
+    "STRATEGIES",
+    "TARGETS",
+    "ConversionError",
+    "ConvertReport",
+    "CumulativeMean",
+    "Estimator",
+    "Finding",
+    "Findings",
+    "FoldError",
+    "FoldReport",
+    "LayerRow",
+    "MissingLayerError",
+    "Monitor",
+    "NormRow",
+    "PopulationVariance",
+    "RecalibrationReport",
+    "Record",
+    "Summary",
+    "SummaryError",
+    "convert",
+    "convert_targets",
+    "count_params",
+    "default_num_groups",
+    "doctor",
+    "fold",
+    "fold_bn_weights",
+    "fold_conv_bn",
+    "fold_linear_bn",
+    "freeze",
+    "frozen",
+    "is_batch_norm",
+    "is_frozen",
+    "is_norm",
+    "iter_norm_layers",
+    "monitor",
+    "norm_kind",
+    "recalibrate",
+    "recalibration",
+    "replace_modules",
+    "summary",
+    "unfreeze",
+]
