@@ -1,4 +1,4 @@
-"""The training loop, the seeds, and the measurement helpers (percentiles, recalibration)."""
+"""The training loop, the seeds, the models and the ics percentile measurement."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import torch
 from torch import nn
 
 import normkit as nk
-from normkit.lab import _compat
 from normkit.lab.datasets import load_dataset
 from normkit.lab.errors import LabError
+from normkit.lab.experiments.ics import sigmoid_input_percentiles
 from normkit.lab.models import cnn, copy_init, make_norm, mlp
-from normkit.lab.training import accuracy, batches, derive_seed, eval_steps, train
+from normkit.lab.training import accuracy, batches, chunks, derive_seed, eval_steps, train
 
 
 def test_derive_seed_is_stable_and_distinct():
@@ -99,43 +99,21 @@ def test_models_use_normkit_layers_and_share_inits():
     assert cnn((3, 28, 28), 7)(torch.randn(2, 3, 28, 28)).shape == (2, 7)
 
 
-def test_input_percentiles_match_numpy():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(5, 6), nn.Sigmoid(), nn.Linear(6, 2))
-    x = torch.randn(200, 5)
-    got = _compat.input_percentiles(model, model[1], x, unit=3)
-    pre = model[0](x)[:, 3].detach().double().numpy()
-    np.testing.assert_allclose(got, np.percentile(pre, [15, 50, 85]), rtol=1e-12)
+def test_chunks_never_leave_a_single_example():
+    assert chunks(10, 4) == [(0, 4), (4, 10)]
+    assert chunks(8, 4) == [(0, 4), (4, 8)]
+    assert chunks(3, 4) == [(0, 3)]
+    assert chunks(9, 4) == [(0, 4), (4, 9)]
 
 
-def test_recalibrate_gives_exact_population_statistics():
+def test_ics_percentiles_are_exact_and_keep_the_mode():
     torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv1d(2, 3, 3),
-        nk.nn.BatchNorm1d(3),
-        nn.ReLU(),
-        nn.Conv1d(3, 4, 3),
-        nk.nn.BatchNorm1d(4),
-    )
+    model = nn.Sequential(nn.Linear(5, 6), nk.nn.BatchNorm1d(6), nn.Sigmoid(), nn.Linear(6, 2))
     model.train()
-    for _ in range(5):  # some running statistics to overwrite
-        model(torch.randn(8, 2, 10) * 3 + 1)
-    x = torch.randn(103, 2, 10) * 2 + 0.5
-    original = {k: v.clone() for k, v in model.state_dict().items()}
-    new = _compat.recalibrate(model, x, batch_size=25)
-    for key, value in model.state_dict().items():  # the input model is untouched
-        assert torch.equal(value, original[key])
-    assert new.training  # mode restored
+    x = torch.randn(300, 5)
+    got = sigmoid_input_percentiles(model, "2", x, unit=3)
+    assert model.training
+    model.eval()
     with torch.no_grad():
-        z1 = model[0](x).double()  # input of the first BN
-        mean1 = z1.mean((0, 2))
-        var1 = z1.transpose(0, 1).reshape(3, -1).var(1, unbiased=True)
-        torch.testing.assert_close(new[1].running_mean.double(), mean1, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(new[1].running_var.double(), var1, rtol=1e-5, atol=1e-6)
-        new.eval()
-        z2 = new[3](new[2](new[1](new[0](x)))).double()  # second BN's input, first recalibrated
-        torch.testing.assert_close(
-            new[4].running_mean.double(), z2.mean((0, 2)), rtol=1e-5, atol=1e-6
-        )
-        var2 = z2.transpose(0, 1).reshape(4, -1).var(1, unbiased=True)
-        torch.testing.assert_close(new[4].running_var.double(), var2, rtol=1e-5, atol=1e-6)
+        pre = model[1](model[0](x))[:, 3].double().numpy()  # eval mode: running statistics
+    np.testing.assert_allclose(got, np.percentile(pre, [15, 50, 85]), rtol=1e-5)

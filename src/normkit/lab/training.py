@@ -61,18 +61,23 @@ def accuracy(
     was_training = model.training
     target = copy.deepcopy(model) if train_mode else model
     target.train(train_mode)
-    starts = list(range(0, len(y), batch_size))
-    if len(starts) > 1 and len(y) - starts[-1] < batch_size:
-        starts.pop()
-    bounds = [*starts[1:], len(y)]
     try:
         correct = 0
-        for start, stop in zip(starts, bounds, strict=True):
+        for start, stop in chunks(len(y), batch_size):
             logits = target(x[start:stop])
             correct += int((logits.argmax(1) == y[start:stop]).sum())
         return correct / len(y)
     finally:
         model.train(was_training)
+
+
+def chunks(n: int, size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` pairs covering ``range(n)`` in pieces of ``size``; a last piece
+    shorter than ``size`` is merged into the one before (no piece of one example)."""
+    starts = list(range(0, n, size))
+    if len(starts) > 1 and n - starts[-1] < size:
+        starts.pop()
+    return list(zip(starts, [*starts[1:], n], strict=True))
 
 
 def eval_steps(steps: int, every: int) -> list[int]:

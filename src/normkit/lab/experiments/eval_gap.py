@@ -14,11 +14,11 @@ train-mode curves of all momenta coincide: every difference is in the estimates.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
 
-from normkit.lab import _compat
 from normkit.lab.datasets import load_dataset
 from normkit.lab.errors import LabError
 from normkit.lab.experiments._common import parse_list, pct
@@ -26,9 +26,11 @@ from normkit.lab.models import cnn
 from normkit.lab.plots import Panel, Series, save_panels
 from normkit.lab.registry import Config, Figure, Option, Result, experiment
 from normkit.lab.runner import progress
-from normkit.lab.training import accuracy, derive_seed, eval_steps, train
+from normkit.lab.training import accuracy, chunks, derive_seed, eval_steps, train
+from normkit.tools import recalibrate
 
 SGD_MOMENTUM = 0.9
+RECALIBRATION_BATCH = 500
 MODES = (
     "train mode (batch statistics)",
     "eval mode (running estimates)",
@@ -76,6 +78,7 @@ def run(cfg: Config, out_dir: Path) -> Result:
     steps = eval_steps(cfg.steps, cfg.eval_every)
     curves: dict[str, dict[str, list[float]]] = {}
     records = []
+    train_chunks = [data.x_train[a:b] for a, b in chunks(len(data.y_train), RECALIBRATION_BATCH)]
     for m in momenta:
         torch.manual_seed(derive_seed(cfg.seed, "init"))  # same weights for every momentum
         model = cnn(data.input_shape, data.num_classes, norm="bn", momentum=m)
@@ -86,7 +89,8 @@ def run(cfg: Config, out_dir: Path) -> Result:
                 accuracy(model, data.x_test, data.y_test, train_mode=True, batch_size=batch_size)
             )
             curve[MODES[1]].append(accuracy(model, data.x_test, data.y_test))
-            calibrated = _compat.recalibrate(model, data.x_train)
+            calibrated = copy.deepcopy(model)
+            recalibrate(calibrated, train_chunks, progress=False)
             curve[MODES[2]].append(accuracy(calibrated, data.x_test, data.y_test))
 
         with progress(f"eval-gap: momentum {_name(m)}", cfg.steps) as update:
@@ -189,8 +193,9 @@ def run(cfg: Config, out_dir: Path) -> Result:
             f"momentum {SGD_MOMENTUM}, constant rate, batch {batch_size}.",
             f"Train-mode accuracy normalises each chunk of {batch_size} test examples with its "
             "own statistics (what training optimises), on a copy of the model.",
-            "Recalibration: exact mean and variance of every BN layer's input over the "
-            "training set, layer by layer in eval mode (normkit.lab._compat.recalibrate until "
-            "normkit.tools.recalibrate is available).",
+            "Recalibration: normkit.tools.recalibrate with its default 'population' "
+            "strategy, on a copy of the model at each evaluation: the exact mean and unbiased "
+            f"variance of every BN layer's input over the whole training set (chunks of "
+            f"{RECALIBRATION_BATCH}).",
         ],
     )
