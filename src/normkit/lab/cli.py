@@ -104,12 +104,18 @@ def register(subparsers) -> None:
     listing.set_defaults(func=_list_main)
     for name in registry.names():
         exp = registry.get(name)
-        parser = commands.add_parser(name, help=exp.summary, description=exp.title)
+        parser = commands.add_parser(
+            name,
+            help=exp.summary,
+            description=sys.modules[exp.run.__module__].__doc__ or exp.title,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         d = exp.defaults
         _add_common(
             parser,
             f"--steps {d.steps} --lr {','.join(map(str, d.lr))} --batch-size "
-            f"{','.join(map(str, d.batch_size))} --data {d.data} --seed {d.seed}",
+            f"{','.join(map(str, d.batch_size))} --data {d.data} --seed {d.seed} "
+            f"--eval-every {d.eval_every}",
         )
         own = parser.add_argument_group(f"{name} options")
         for option in exp.options:

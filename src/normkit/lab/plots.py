@@ -54,7 +54,7 @@ def _pyplot():
 def save_panels(path: Path, panels: list[Panel], suptitle: str | None = None) -> Path:
     """Draw ``panels`` side by side (at most 3 per row) into the PNG ``path``."""
     plt = _pyplot()
-    from matplotlib.ticker import PercentFormatter
+    from matplotlib.ticker import NullLocator, PercentFormatter
 
     ncols = min(3, len(panels))
     nrows = -(-len(panels) // ncols)
@@ -70,10 +70,14 @@ def save_panels(path: Path, panels: list[Panel], suptitle: str | None = None) ->
                 ax.fill_between(s.x, s.band[0], s.band[1], color=color, alpha=0.18, lw=0)
         if panel.logx:
             ax.set_xscale("log", base=panel.logx)
+            ticks = sorted({float(v) for s in panel.series for v in s.x})
+            if len(ticks) <= 12:  # label the measured points with plain numbers
+                ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+                ax.xaxis.set_minor_locator(NullLocator())
         if panel.ylim:
             ax.set_ylim(*panel.ylim)
         if panel.percent:
-            ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+            ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
         ax.set_title(panel.title, fontsize=10.5)
         ax.set_xlabel(panel.xlabel)
         ax.set_ylabel(panel.ylabel)

@@ -104,15 +104,15 @@ def run(cfg: Config, out_dir: Path) -> Result:
                 pct(c["test_accuracy"][i_early]),
                 pct(c["test_accuracy"][-1]),
                 "never" if reach is None else reach,
-                " / ".join(f"{c[f'p{p}'][-1]:+.2f}" for p in PERCENTILES),
+                "/".join(f"{c[f'p{p}'][-1]:+.2f}" for p in PERCENTILES),
             ]
         )
     columns = [
         "network",
-        f"test acc @ step {early}",
-        f"test acc @ step {cfg.steps}",
+        f"acc @ step {early}",
+        f"acc @ step {cfg.steps}",
         "steps to 90%",
-        "unit input p15 / p50 / p85 (end)",
+        "input p15/p50/p85",
     ]
 
     _figure(out_dir / "ics.png", steps, curves, data.name, unit)
