@@ -124,7 +124,8 @@ def ghost_batch_sizes(n: int, virtual_batch_size: int, values_per_sample: int = 
         sizes.append(min(virtual_batch_size, n - start))
         start += sizes[-1]
     if len(sizes) > 1 and sizes[-1] * values_per_sample == 1:
-        sizes[-2] += sizes.pop()
+        last = sizes.pop()
+        sizes[-1] += last
     return sizes
 
 

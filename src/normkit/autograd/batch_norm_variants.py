@@ -289,6 +289,7 @@ def batch_stats(x: Tensor, backend: str | None = None) -> tuple[Tensor, Tensor]:
     """Per-channel ``(mean (C,), var (C,))`` of ``x (N, C, L)``: biased variance, in the
     accumulation dtype (float64 for float64 input, else float32), not differentiable.
     An empty ``x`` (``N = 0``) gives zeros."""
+    x = x.detach()  # statistics are inputs of bn_apply, whose backward accounts for them
     if torch.compiler.is_compiling():
         return _stats_op(x, backend)
     return _stats(x, backend)

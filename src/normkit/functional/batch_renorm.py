@@ -52,8 +52,22 @@ def renorm_correction(
         r = \mathrm{clip}(\sigma_B / \sigma, 1/r_{max}, r_{max}),\quad
         d = \mathrm{clip}((\mu_B - \mathrm{running\_mean}) / \sigma, -d_{max}, d_{max})
 
-    Shapes: all ``(C,)``; computed in ``mean``'s dtype.
+    Shapes: all ``(C,)``; computed in ``mean``'s dtype. Under ``torch.compile`` this runs
+    as the opaque custom op ``normkit::renorm_correction``, so that the compiled backward
+    keeps ``r, d`` rather than recomputing them from the running buffers, which the same
+    forward updates in place.
     """
+    if torch.compiler.is_compiling():
+        acc, device = mean.dtype, mean.device
+        return _correction_op(
+            mean, var, running_mean, running_var, eps,
+            torch.as_tensor(rmax, dtype=acc, device=device),
+            torch.as_tensor(dmax, dtype=acc, device=device),
+        )  # fmt: skip
+    return _correction(mean, var, running_mean, running_var, eps, rmax, dmax)
+
+
+def _correction(mean, var, running_mean, running_var, eps, rmax, dmax):
     acc = mean.dtype
     sigma = torch.sqrt(running_var.to(acc) + eps)
     ratio = torch.sqrt(var + eps) / sigma
@@ -66,6 +80,24 @@ def renorm_correction(
             torch.minimum(torch.maximum(shift, -dmax_t), dmax_t),
         )
     return ratio.clamp(1.0 / rmax, rmax), shift.clamp(-dmax, dmax)
+
+
+@torch.library.custom_op("normkit::renorm_correction", mutates_args=())
+def _correction_op(
+    mean: Tensor,
+    var: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    eps: float,
+    rmax: Tensor,
+    dmax: Tensor,
+) -> tuple[Tensor, Tensor]:
+    return _correction(mean, var, running_mean, running_var, eps, rmax, dmax)
+
+
+@_correction_op.register_fake
+def _(mean, var, running_mean, running_var, eps, rmax, dmax):
+    return torch.empty_like(mean), torch.empty_like(mean)
 
 
 def fold_correction(

@@ -28,7 +28,8 @@ def ghost_batch_sizes(batch_size: int, virtual_batch_size: int, values_per_sampl
     full, rest = divmod(batch_size, virtual_batch_size)
     sizes = [virtual_batch_size] * full + ([rest] if rest else [])
     if len(sizes) > 1 and sizes[-1] * values_per_sample < 2:
-        sizes[-2] += sizes.pop()
+        last = sizes.pop()
+        sizes[-1] += last
     return sizes
 
 
@@ -88,12 +89,17 @@ def ghost_batch_norm(
     v.check_ghost_batch_values(input, virtual_batch_size, name)
     per_sample = math.prod(input.shape[2:])
     sizes = ghost_batch_sizes(batch, virtual_batch_size, per_sample)
-    outputs, means, vars_ = [], [], []
+    # One output in the input's memory layout, filled ghost batch by ghost batch (torch.cat
+    # would lose channels_last when a ghost batch has a single sample).
+    output = torch.empty_like(input)
+    means, vars_ = [], []
+    start = 0
     for chunk in input.split(sizes):
         x = _as_ncl(chunk)
         mean, var = batch_stats(x, backend)
         y = bn_apply(x, mean, torch.rsqrt(var + eps), weight, bias, eps, backend=backend)
-        outputs.append(y.reshape(chunk.shape))
+        output[start : start + chunk.shape[0]] = y.reshape(chunk.shape)
+        start += chunk.shape[0]
         means.append(mean)
         vars_.append(var)
     if running_mean is not None or running_var is not None:
@@ -109,4 +115,4 @@ def ghost_batch_norm(
             running_mean, running_var, batch_mean, within, total / len(sizes), momentum,
             num_batches_tracked, name,
         )  # fmt: skip
-    return torch.cat(outputs)
+    return output
