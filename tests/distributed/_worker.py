@@ -156,6 +156,25 @@ def _dead_peer(rank: int, world: int, config: dict[str, Any]) -> Any:
     return "no error"
 
 
+def _hung_peer(rank: int, world: int, config: dict[str, Any]) -> Any:
+    """The last rank never joins the collective; the others must time out with a clear
+    error after the process group's timeout instead of waiting forever."""
+    import time
+
+    import normkit as nk
+
+    if rank == world - 1:
+        time.sleep(120)  # killed by the launcher long before
+        return "woke up"
+    layer = nk.nn.SyncBatchNorm(3)
+    start = time.monotonic()
+    try:
+        layer(torch.randn(4, 3))
+    except RuntimeError as exc:
+        return f"{type(exc).__name__} after {time.monotonic() - start:.0f}s: {exc}"
+    return "no error"
+
+
 def _ddp_train(rank: int, world: int, config: dict[str, Any]) -> Any:
     """A few DDP steps of a small CNN with converted SyncBatchNorm (example's code path)."""
     import importlib.util
@@ -178,6 +197,7 @@ SCENARIOS = {
     "parity_cases": _parity_cases,
     "bad_count": _bad_count,
     "dead_peer": _dead_peer,
+    "hung_peer": _hung_peer,
     "ddp_train": _ddp_train,
 }
 

@@ -161,6 +161,14 @@ def test_three_processes_match_single_process_batch_norm(case, three_process_res
     check_against_reference(three_process_results[case], THREE_PROCESS_CASES[case])
 
 
+@pytest.mark.slow
+def test_torch_compile_in_two_processes(tmp_path):
+    """torch.compile'd SyncBatchNorm (one graph break at the statistics all_gather; the
+    backward all-reduce runs inside the custom op) still equals single-process BatchNorm."""
+    config = {"sizes": [3, 4], "shape": (3, 4, 2), "compile": True, "steps": 2}
+    check_against_reference(launch("parity", 2, config, tmp_path, timeout=240), config)
+
+
 def test_process_group_subsets(tmp_path):
     """Ranks 0 and 1 synchronize in their own group; rank 2, alone in its group, falls back
     to plain BatchNorm on its own rows."""
@@ -183,6 +191,37 @@ def test_dead_peer_gives_a_clear_error_not_a_hang(tmp_path):
     message = results[0]
     assert "SyncBatchNormError" in message, message
     assert "rank 0 of 2" in message and "peer" in message, message
+
+
+def test_hung_peer_times_out_with_a_clear_error(tmp_path):
+    config = {"timeout": 4, "expect_dead_peer": True, "may_die": [1]}
+    results = launch("hung_peer", 2, config, tmp_path, timeout=90)
+    message = results[0]
+    assert message.startswith("SyncBatchNormError after"), message
+    assert "rank 0 of 2" in message, message
+
+
+@pytest.mark.slow
+def test_example_runs_under_torchrun(tmp_path):
+    """``torchrun --nproc_per_node 2 examples/ddp_syncbn.py`` with a few steps."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(root / "src"), env.get("PYTHONPATH", "")])
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        str(root / "examples" / "ddp_syncbn.py"), "--steps", "5", "--batch-size", "8",
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=240, cwd=tmp_path, env=env
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "world size 2, 5 steps of 8 per process" in done.stdout, done.stdout
+    assert "test accuracy" in done.stdout
 
 
 def test_ddp_training_steps_agree_across_ranks(tmp_path):
