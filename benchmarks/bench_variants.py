@@ -1,6 +1,6 @@
 """BatchNorm variants vs their torch baselines, as ratios measured in one interleaved run.
 
-    python benchmarks/bench_variants.py [--quick] [--threads 2] [--no-sync] [--csv PATH]
+    python benchmarks/bench_variants.py [--quick] [--threads 2] [--only layers|sync] [--csv PATH]
 
 Rows:
 * BatchNormAct (fused) vs torch BatchNorm followed by the activation, training fwd+bwd and
@@ -250,7 +250,9 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="small shapes, few repeats")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--no-sync", action="store_true", help="skip the 2-process rows")
+    parser.add_argument(
+        "--only", choices=["layers", "sync"], default=None, help="run one group of rows"
+    )
     parser.add_argument("--csv", type=Path, default=RESULTS_DIR / "variants.csv")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -258,8 +260,8 @@ def main(argv=None) -> int:
     env = Environment()
     print(f"# {env.cpu}, torch {env.torch}, numba {env.numba}, {env.threads} threads, "
           f"malloc {env.malloc}, backends {nk.backends.available()}")  # fmt: skip
-    rows = bench_layers(args.quick, repeats, env)
-    if not args.no_sync:
+    rows = [] if args.only == "sync" else bench_layers(args.quick, repeats, env)
+    if args.only != "layers":
         print("\n# SyncBatchNorm, one thread per process")
         rows += bench_sync(args.quick, repeats, env)
     append_csv(args.csv, rows)

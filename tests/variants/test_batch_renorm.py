@@ -73,35 +73,36 @@ def test_matches_paper_reference_over_steps(cls, shape, desc, limits, dtype):
     assert clipped == (limits != (10.0, 10.0)), "the grid must exercise both regimes"
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("momentum", [0.1, None])
 @pytest.mark.parametrize(("cls", "shape", "desc"), SHAPES, ids=[s[2] for s in SHAPES])
-def test_rmax_1_dmax_0_is_exactly_batch_norm(cls, shape, desc, momentum):
+def test_rmax_1_dmax_0_is_exactly_batch_norm(cls, shape, desc, momentum, dtype, backend):
+    """Bit for bit, on each available backend (the ``backend`` fixture)."""
     bn_cls = cls.replace("BatchRenorm", "BatchNorm")
-    with nk.use_backend("torch"):
-        bn = getattr(nk.nn, bn_cls)(3, momentum=momentum).double()
-        renorm = getattr(nk.nn, cls)(3, rmax=1.0, dmax=0.0, momentum=momentum).double()
-        _randomize(bn)
-        renorm.load_state_dict(bn.state_dict())
-        for step in range(3):
-            x = torch.randn(shape, dtype=torch.float64) * 3 + step
-            g = torch.randn(shape, dtype=torch.float64)
-            outs = []
-            for layer in (bn, renorm):
-                xi = x.clone().requires_grad_(True)
-                y = layer(xi)
-                y.backward(g)
-                outs.append((y, xi.grad, layer.weight.grad.clone(), layer.bias.grad.clone()))
-                layer.weight.grad = layer.bias.grad = None
-            for a, b in zip(*outs, strict=True):
-                assert torch.equal(a, b)
-            for (k, a), (_, b) in zip(
-                bn.state_dict().items(), renorm.state_dict().items(), strict=True
-            ):
-                assert torch.equal(a, b), k
-        bn.eval()
-        renorm.eval()
-        x = torch.randn(shape, dtype=torch.float64)
-        assert torch.equal(bn(x), renorm(x))
+    bn = getattr(nk.nn, bn_cls)(3, momentum=momentum).to(dtype)
+    renorm = getattr(nk.nn, cls)(3, rmax=1.0, dmax=0.0, momentum=momentum).to(dtype)
+    _randomize(bn)
+    renorm.load_state_dict(bn.state_dict())
+    for step in range(3):
+        x = torch.randn(shape, dtype=dtype) * 3 + step
+        g = torch.randn(shape, dtype=dtype)
+        outs = []
+        for layer in (bn, renorm):
+            xi = x.clone().requires_grad_(True)
+            y = layer(xi)
+            y.backward(g)
+            outs.append((y, xi.grad, layer.weight.grad.clone(), layer.bias.grad.clone()))
+            layer.weight.grad = layer.bias.grad = None
+        for a, b in zip(*outs, strict=True):
+            assert torch.equal(a, b)
+        for (k, a), (_, b) in zip(
+            bn.state_dict().items(), renorm.state_dict().items(), strict=True
+        ):
+            assert torch.equal(a, b), k
+    bn.eval()
+    renorm.eval()
+    x = torch.randn(shape, dtype=dtype)
+    assert torch.equal(bn(x), renorm(x))
 
 
 def test_warmup_schedule_ramps_limits_and_is_saved_in_state_dict():

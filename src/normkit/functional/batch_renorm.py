@@ -166,6 +166,13 @@ def batch_renorm(
             backend=backend, name=name,
         )  # fmt: skip
     v.check_running_stats_for_renorm(running_mean, running_var, name)
+    if not isinstance(rmax, Tensor) and not isinstance(dmax, Tensor) and rmax == 1 and dmax == 0:
+        # r = 1 and d = 0 whatever the batch: the layer is BatchNorm, bit for bit, on every
+        # backend (the backends' fused BatchNorm may round differently from stats + elemt).
+        return batch_norm(
+            input, running_mean, running_var, weight, bias, True, momentum, eps,
+            num_batches_tracked=num_batches_tracked, backend=backend, name=name,
+        )  # fmt: skip
     v.check_more_than_one_value_per_channel(input, name)
     x = _as_ncl(input)
     mean, var = batch_stats(x, backend)
