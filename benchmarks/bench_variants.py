@@ -164,10 +164,21 @@ def _sync_step_times(layer, shape, repeats, warmup=3):
     return times
 
 
+def _one_thread() -> None:
+    """One intra-op thread for torch and, if loaded, Numba (fair 1- vs 2-process rows)."""
+    torch.set_num_threads(1)
+    try:
+        import numba
+
+        numba.set_num_threads(1)
+    except ImportError:  # pragma: no cover - numba is a core dependency
+        pass
+
+
 def _sync_worker(rank, world, store, shape, repeats, queue):
     import torch.distributed as dist
 
-    torch.set_num_threads(1)
+    _one_thread()
     dist.init_process_group(
         "gloo", init_method=f"file://{store}", rank=rank, world_size=world,
         timeout=timedelta(seconds=60),
@@ -203,7 +214,7 @@ def bench_sync(quick: bool, repeats: int, env: Environment):
             results = dict(queue.get(timeout=600) for _ in procs)
             for p in procs:
                 p.join(60)
-        torch.set_num_threads(1)
+        _one_thread()
         single = _sync_step_times(nk.nn.SyncBatchNorm(shape[1]), shape, repeats)
         bn = _sync_step_times(
             nn.BatchNorm2d(shape[1]) if len(shape) == 4 else nn.BatchNorm1d(shape[1]),

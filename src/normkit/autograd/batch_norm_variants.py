@@ -69,11 +69,13 @@ def _apply_backward(
     group_name: str | None,
     backend: str | None,
     need_dx: bool,
+    need_params: bool = True,
 ) -> tuple[Tensor | None, Tensor, Tensor]:
     """First-order gradients ``(dx or None, sum_dy_xhat, sum_dy)`` (the last two are the
-    local ``dweight``/``dbias`` before any cast)."""
+    local ``dweight``/``dbias`` before any cast). With fixed statistics and no parameter
+    gradient wanted (frozen affine), the reduction pass is skipped (sums returned as 0)."""
     channels = x.shape[1]
-    if x.numel() == 0:
+    if x.numel() == 0 or not (batch_stats or need_params):
         acc = accumulation_dtype(x.dtype)
         sum_dy = x.new_zeros(channels, dtype=acc)
         sum_dy_xhat = x.new_zeros(channels, dtype=acc)
@@ -164,7 +166,7 @@ class _BatchNormApplyFn(torch.autograd.Function):
         else:
             dx, dweight, dbias = _apply_backward(
                 grad, x, mean, invstd, weight, bias, act, slope, batch_stats, group, backend,
-                need_x,
+                need_x, need_w or need_b,
             )  # fmt: skip
         return (
             dx if need_x else None,
@@ -235,17 +237,20 @@ def _apply_backward_op(
     group_name: str | None,
     backend: str | None,
     need_dx: bool,
+    need_params: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     dx, dweight, dbias = _apply_backward(
         grad, x, mean, invstd, weight, bias, act, negative_slope, batch_stats, group_name,
-        backend, need_dx,
+        backend, need_dx, need_params,
     )  # fmt: skip
     dx = _like(dx, x) if dx is not None else x.new_empty(0)
     return dx, dweight.clone(), dbias.clone()
 
 
 @_apply_backward_op.register_fake
-def _(grad, x, mean, invstd, weight, bias, act, slope, batch_stats, group_name, backend, need_dx):
+def _(
+    grad, x, mean, invstd, weight, bias, act, slope, batch_stats, group, backend, need_dx, need_p
+):
     acc = accumulation_dtype(x.dtype)
     channels = x.shape[1]
     dx = torch.empty_like(x) if need_dx else x.new_empty(0)
@@ -263,9 +268,10 @@ def _apply_op_backward(ctx, grad):
     x, mean, invstd, weight, bias = ctx.saved_tensors
     act, slope, batch_stats, group_name, backend = ctx.options
     need_x = ctx.needs_input_grad[0]
+    need_params = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
     dx, dweight, dbias = _apply_backward_op(
         grad, x, mean, invstd, weight, bias, act, slope, batch_stats, group_name, backend,
-        need_x,
+        need_x, need_params,
     )  # fmt: skip
     w_dtype, b_dtype = ctx.dtypes
     return (
