@@ -163,9 +163,9 @@ def test_three_processes_match_single_process_batch_norm(case, three_process_res
 
 @pytest.mark.slow
 def test_torch_compile_in_two_processes(tmp_path):
-    """torch.compile'd SyncBatchNorm (one graph break at the statistics all_gather; the
-    backward all-reduce runs inside the custom op) still equals single-process BatchNorm."""
-    config = {"sizes": [3, 4], "shape": (3, 4, 2), "compile": True, "steps": 2}
+    """torch.compile'd SyncBatchNorm, one graph (the collectives run inside custom ops),
+    still equals single-process BatchNorm."""
+    config = {"sizes": [3, 4], "shape": (3, 4, 2), "compile": True, "fullgraph": True, "steps": 2}
     check_against_reference(launch("parity", 2, config, tmp_path, timeout=240), config)
 
 

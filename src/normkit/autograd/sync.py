@@ -76,16 +76,13 @@ def chan_merge(counts: list[float], means: Tensor, m2s: Tensor) -> tuple[float, 
     return n, mean, m2
 
 
-@torch.compiler.disable
 def gather_stats(
     mean: Tensor, var: Tensor, count: int, group_name: str
 ) -> tuple[Tensor, Tensor, int]:
     """Global ``(mean, var, count)`` from every process's local ones (``var`` biased).
 
     One ``all_gather`` of ``[count, mean, M2]`` per process, in float64; the merge runs on
-    every process, so all of them hold identical results. Under ``torch.compile`` this is a
-    graph break (the global count is a Python value the running-statistics update needs);
-    the backward collective runs inside the ``normkit::bn_apply_backward`` custom op.
+    every process, so all of them hold identical results.
     """
     group = resolve(group_name)
     world = dist.get_world_size(group)

@@ -257,10 +257,10 @@ def check_group_member(process_group: object, name: str) -> None:
         )
 
 
-def check_sync_count(count: int, world_size: int, input: Tensor, name: str) -> None:
+def check_sync_count(count: int, world_size: int, input_shape: Sequence[int], name: str) -> None:
     if count <= 1:
         raise NormInputError(
             f"{name}: Expected more than 1 value per channel when training, got {count} "
             f"across the {world_size} processes of the group (local input size "
-            f"{shape_str(input.shape)})"
+            f"{shape_str(input_shape)})"
         )

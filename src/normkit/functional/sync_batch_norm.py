@@ -67,17 +67,74 @@ def sync_batch_norm(
     check_bn_arguments(input, running_mean, running_var, weight, bias, eps, training, name)
     v.check_group_member(process_group, name)
     group_name = sync.group_name_of(process_group)
+    world_size = dist.get_world_size(process_group)
     x = _as_ncl(input)
     local_mean, local_var = batch_stats(x, backend)
-    local_count = x.shape[0] * x.shape[2]
-    mean, var, count = sync.gather_stats(local_mean, local_var, local_count, group_name)
-    v.check_sync_count(count, dist.get_world_size(process_group), input, name)
+    args = (
+        local_mean, local_var, x.shape[0] * x.shape[2], group_name, world_size,
+        running_mean, running_var, num_batches_tracked, momentum, list(input.shape), name,
+    )  # fmt: skip
+    if torch.compiler.is_compiling():
+        mean, var = _global_stats_op(*args)
+    else:
+        mean, var = _global_stats(*args)
     y = bn_apply(
         x, mean, torch.rsqrt(var + eps), weight, bias, eps, group_name=group_name,
         backend=backend,
     )  # fmt: skip
+    return y.reshape(input.shape)
+
+
+def _global_stats(
+    local_mean: Tensor,
+    local_var: Tensor,
+    local_count: int,
+    group_name: str,
+    world_size: int,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    num_batches_tracked: Tensor | None,
+    momentum: float | None,
+    input_shape: list[int],
+    name: str,
+) -> tuple[Tensor, Tensor]:
+    """Merge the statistics over the group (one all_gather), check the global count and
+    update the running statistics; returns the global ``(mean, var)``."""
+    mean, var, count = sync.gather_stats(local_mean, local_var, local_count, group_name)
+    v.check_sync_count(count, world_size, input_shape, name)
     if running_mean is not None or running_var is not None:
         update_running_stats(
             running_mean, running_var, mean, var, count, momentum, num_batches_tracked, name
         )
-    return y.reshape(input.shape)
+    return mean, var
+
+
+# Under torch.compile the collective, the data-dependent count and the buffer updates stay
+# inside one opaque custom op, so the whole layer compiles as one graph (fullgraph=True).
+@torch.library.custom_op(
+    "normkit::sync_batch_norm_global_stats",
+    mutates_args=("running_mean", "running_var", "num_batches_tracked"),
+)
+def _global_stats_op(
+    local_mean: Tensor,
+    local_var: Tensor,
+    local_count: int,
+    group_name: str,
+    world_size: int,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    num_batches_tracked: Tensor | None,
+    momentum: float | None,
+    input_shape: list[int],
+    name: str,
+) -> tuple[Tensor, Tensor]:
+    mean, var = _global_stats(
+        local_mean, local_var, local_count, group_name, world_size, running_mean, running_var,
+        num_batches_tracked, momentum, input_shape, name,
+    )  # fmt: skip
+    return mean.clone(), var.clone()
+
+
+@_global_stats_op.register_fake
+def _(local_mean, local_var, local_count, group_name, world_size, *rest):
+    return torch.empty_like(local_mean), torch.empty_like(local_var)
