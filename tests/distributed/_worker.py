@@ -96,6 +96,12 @@ def _parity(rank: int, world: int, config: dict[str, Any]) -> dict[str, Any]:
         )
     layer = build_layer(nk.nn.SyncBatchNorm, config, process_group=group)
     if config.get("compile"):
+        import torch._functorch.config as functorch_config
+        import torch._inductor.config as inductor_config
+
+        # No on-disk caches (see tests/variants/test_common.py::fresh_compile).
+        functorch_config.enable_autograd_cache = False
+        inductor_config.fx_graph_cache = False
         layer = torch.compile(layer, fullgraph=config.get("fullgraph", False))
     records = []
     batches = global_batches(config)
