@@ -13,8 +13,7 @@ from normkit.functional._running import update_running_stats
 
 
 def _as_ncl(input: Tensor) -> Tensor:
-    """``(N, C, *)`` -> ``(N, C, L)``; a view whenever the layout allows (channels_last too).
-    ``L`` is explicit: ``reshape(N, C, -1)`` is ambiguous for an empty batch (``N = 0``)."""
+    """``(N, C, *)`` -> ``(N, C, L)``; a view whenever the layout allows (channels_last too)."""
     return input.reshape(input.shape[0], input.shape[1], math.prod(input.shape[2:]))
 
 
