@@ -8,17 +8,27 @@ and ``name=`` (the name used in error messages).
 from normkit.functional._running import NonFiniteStatisticsWarning, update_running_stats
 from normkit.functional._validate import NormDTypeError, NormInputError
 from normkit.functional.batch_norm import batch_norm, instance_norm
+from normkit.functional.batch_norm_act import batch_norm_act
+from normkit.functional.batch_renorm import batch_renorm
+from normkit.functional.frozen_batch_norm import frozen_batch_norm
+from normkit.functional.ghost_batch_norm import ghost_batch_norm
 from normkit.functional.group_norm import group_norm
 from normkit.functional.layer_norm import layer_norm, rms_norm
+from normkit.functional.sync_batch_norm import sync_batch_norm
 
 __all__ = [
     "NonFiniteStatisticsWarning",
     "NormDTypeError",
     "NormInputError",
     "batch_norm",
+    "batch_norm_act",
+    "batch_renorm",
+    "frozen_batch_norm",
+    "ghost_batch_norm",
     "group_norm",
     "instance_norm",
     "layer_norm",
     "rms_norm",
+    "sync_batch_norm",
     "update_running_stats",
 ]

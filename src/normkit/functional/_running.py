@@ -87,10 +87,14 @@ def _update_branch_free(
 ) -> None:
     if num_batches_tracked is not None:
         num_batches_tracked.add_(finite.to(num_batches_tracked.dtype))
+    # The factor in the buffers' dtype: a Python-scalar where() would be float32, which
+    # rounds momentum=0.1 at 1.5e-9 and breaks float64 parity.
+    buffer = running_mean if running_mean is not None else running_var
+    dtype = buffer.dtype if buffer is not None else torch.float64
     if momentum is not None:
-        factor = torch.where(finite, momentum, 0.0)
+        factor = torch.where(finite, torch.tensor(momentum, dtype=dtype), 0.0)
     else:
-        factor = torch.where(finite, 1.0 / num_batches_tracked.clamp_min(1), 0.0)
+        factor = torch.where(finite, 1.0 / num_batches_tracked.clamp_min(1).to(dtype), 0.0)
     if running_mean is not None:
         new = torch.where(finite, batch_mean.to(running_mean.dtype), running_mean)
         running_mean.copy_(running_mean * (1.0 - factor) + new * factor)

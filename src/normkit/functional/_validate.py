@@ -155,3 +155,112 @@ def check_momentum(momentum: float | None, name: str) -> None:
 def check_num_features(num_features: int, name: str, what: str = "num_features") -> None:
     if not isinstance(num_features, int) or isinstance(num_features, bool) or num_features < 1:
         raise NormInputError(f"{name}: {what} must be a positive integer, got {num_features!r}")
+
+
+# ---------------------------------------------------------------------------------------
+# BatchNorm variants (batch renorm, ghost batches, fused activations, sync BN).
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_renorm_limits(rmax: float, dmax: float, name: str) -> None:
+    """Batch renorm clips ``r`` to ``[1/rmax, rmax]`` and ``d`` to ``[-dmax, dmax]``."""
+    if not _is_real(rmax) or not math.isfinite(rmax) or rmax < 1.0:
+        raise NormInputError(
+            f"{name}: rmax must be a finite number >= 1 (r is clipped to [1/rmax, rmax]; "
+            f"rmax=1 disables the correction), got rmax={rmax!r}"
+        )
+    if not _is_real(dmax) or not math.isfinite(dmax) or dmax < 0.0:
+        raise NormInputError(
+            f"{name}: dmax must be a finite number >= 0 (d is clipped to [-dmax, dmax]; "
+            f"dmax=0 disables the correction), got dmax={dmax!r}"
+        )
+
+
+def check_warmup_steps(warmup_steps: int, name: str) -> None:
+    if not isinstance(warmup_steps, int) or isinstance(warmup_steps, bool) or warmup_steps < 0:
+        raise NormInputError(
+            f"{name}: warmup_steps must be a non-negative integer (0: fixed rmax/dmax), "
+            f"got {warmup_steps!r}"
+        )
+
+
+def check_virtual_batch_size(virtual_batch_size: int, name: str) -> None:
+    if (
+        not isinstance(virtual_batch_size, int)
+        or isinstance(virtual_batch_size, bool)
+        or virtual_batch_size < 1
+    ):
+        raise NormInputError(
+            f"{name}: virtual_batch_size must be a positive integer (samples per ghost "
+            f"batch), got {virtual_batch_size!r}"
+        )
+
+
+def check_ghost_batch_values(input: Tensor, virtual_batch_size: int, name: str) -> None:
+    """Each ghost batch needs more than one value per channel to have statistics."""
+    if virtual_batch_size * math.prod(input.shape[2:]) < 2:
+        raise NormInputError(
+            f"{name}: virtual_batch_size={virtual_batch_size} gives ghost batches of 1 value "
+            f"per channel for input size {shape_str(input.shape)}; expected more than 1 value "
+            "per channel in each ghost batch when training"
+        )
+
+
+def check_activation(act: str, negative_slope: float, name: str) -> None:
+    from normkit.backends.torch_ops import ACTIVATIONS
+
+    if act not in ACTIVATIONS:
+        raise NormInputError(f"{name}: act must be one of {list(ACTIVATIONS)}, got {act!r}")
+    if not _is_real(negative_slope) or not math.isfinite(negative_slope):
+        raise NormInputError(
+            f"{name}: negative_slope must be a finite number, got {negative_slope!r}"
+        )
+
+
+def check_running_stats_for_renorm(
+    running_mean: Tensor | None, running_var: Tensor | None, name: str
+) -> None:
+    if running_mean is None or running_var is None:
+        raise NormInputError(
+            f"{name}: batch renormalization needs running_mean and running_var in training "
+            "(r and d compare the batch statistics with them), got "
+            f"running_mean={'None' if running_mean is None else 'a tensor'}, "
+            f"running_var={'None' if running_var is None else 'a tensor'}"
+        )
+
+
+def check_process_group(process_group: object, name: str) -> None:
+    """``None`` (the default group) or a ``torch.distributed.ProcessGroup``."""
+    if process_group is None:
+        return
+    import torch.distributed as dist
+
+    if not dist.is_available() or not isinstance(process_group, dist.ProcessGroup):
+        raise TypeError(
+            f"{name}: process_group must be None (the default group) or a "
+            f"torch.distributed.ProcessGroup, got {type(process_group).__name__}"
+        )
+
+
+def check_group_member(process_group: object, name: str) -> None:
+    """This process must belong to the group it synchronizes over."""
+    import torch.distributed as dist
+
+    if dist.get_rank(process_group) < 0:
+        raise NormInputError(
+            f"{name}: this process (global rank {dist.get_rank()}) is not a member of "
+            f"process_group {process_group.group_name!r}; create the layer with the group "
+            "this process belongs to"
+        )
+
+
+def check_sync_count(count: int, world_size: int, input_shape: Sequence[int], name: str) -> None:
+    if count <= 1:
+        raise NormInputError(
+            f"{name}: Expected more than 1 value per channel when training, got {count} "
+            f"across the {world_size} processes of the group (local input size "
+            f"{shape_str(input_shape)})"
+        )

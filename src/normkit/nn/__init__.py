@@ -1,18 +1,34 @@
 """Stateful normalization layers: torch.nn's names, signatures, attributes and state_dicts."""
 
+from normkit.nn.batch_renorm import BatchRenorm1d, BatchRenorm2d, BatchRenorm3d
 from normkit.nn.batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d
+from normkit.nn.batchnorm_act import BatchNormAct1d, BatchNormAct2d
+from normkit.nn.frozen import FrozenBatchNorm1d, FrozenBatchNorm2d, FrozenBatchNorm3d
+from normkit.nn.ghost import GhostBatchNorm1d, GhostBatchNorm2d
 from normkit.nn.groupnorm import GroupNorm
 from normkit.nn.instancenorm import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from normkit.nn.layernorm import LayerNorm, RMSNorm
+from normkit.nn.sync_batchnorm import SyncBatchNorm
 
 __all__ = [
     "BatchNorm1d",
     "BatchNorm2d",
     "BatchNorm3d",
+    "BatchNormAct1d",
+    "BatchNormAct2d",
+    "BatchRenorm1d",
+    "BatchRenorm2d",
+    "BatchRenorm3d",
+    "FrozenBatchNorm1d",
+    "FrozenBatchNorm2d",
+    "FrozenBatchNorm3d",
+    "GhostBatchNorm1d",
+    "GhostBatchNorm2d",
     "GroupNorm",
     "InstanceNorm1d",
     "InstanceNorm2d",
     "InstanceNorm3d",
     "LayerNorm",
     "RMSNorm",
+    "SyncBatchNorm",
 ]

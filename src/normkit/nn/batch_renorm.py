@@ -1,0 +1,157 @@
+"""BatchRenorm1d/2d/3d: batch renormalization (Ioffe 2017) with a warm-up schedule."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from normkit.functional import _validate as v
+from normkit.functional.batch_renorm import batch_renorm, renorm_limits
+from normkit.nn._base import _NormBase
+
+_DOC_TEMPLATE = r"""Batch renormalization over a {rank} input (`Ioffe 2017
+    <https://arxiv.org/abs/1702.03275>`__): BatchNorm that stays consistent between
+    training and inference when batches are small or not i.i.d.
+
+    Training, per channel, with the batch mean :math:`\mu_B`, the batch standard deviation
+    :math:`\sigma_B = \sqrt{{\mathrm{{Var}}_B[x] + \epsilon}}` (biased variance) and the running
+    ones :math:`\mu`, :math:`\sigma = \sqrt{{\mathrm{{running\_var}} + \epsilon}}`:
+
+    .. math::
+        r = \mathrm{{clip}}\left(\frac{{\sigma_B}}{{\sigma}}, \frac{{1}}{{r_{{max}}}}, r_{{max}}\right),\quad
+        d = \mathrm{{clip}}\left(\frac{{\mu_B - \mu}}{{\sigma}}, -d_{{max}}, d_{{max}}\right),\quad
+        y = \gamma \left(\frac{{x - \mu_B}}{{\sigma_B}}\, r + d\right) + \beta
+
+    ``r`` and ``d`` are constants for the backward (stop-gradient). Inference is BatchNorm's:
+    :math:`y = \gamma (x - \mu) / \sigma + \beta`. With ``rmax=1, dmax=0`` the layer is
+    exactly :class:`normkit.nn.{bn}`.
+
+    Schedule: ``warmup_steps=0`` keeps ``rmax``/``dmax`` fixed. Otherwise they ramp linearly
+    from ``(1, 0)`` (plain BatchNorm) at step 0 to ``(rmax, dmax)`` at ``warmup_steps`` (the
+    paper ramps rmax 1 -> 3 and dmax 0 -> 5). The step is ``num_batches_tracked``, the
+    number of training batches seen, so the schedule position is saved in and restored
+    from the state dict, whose keys are exactly BatchNorm's (checkpoints load both ways).
+
+    Running statistics follow BatchNorm's rule (mean and **unbiased** variance)::
+
+        running_mean = (1 - momentum) * running_mean + momentum * batch_mean
+        running_var  = (1 - momentum) * running_var  + momentum * batch_var * n / (n - 1)
+
+    (the paper keeps an average of :math:`\sigma` instead; keeping the variance is what makes
+    inference and state dicts identical to BatchNorm's). A batch with NaN/Inf statistics
+    leaves them (and the schedule) untouched, with a ``RuntimeWarning``.
+
+    Args:
+        num_features: number of channels ``C``.
+        eps: added to the variances. Default: 1e-5
+        momentum: running-statistics factor, or ``None`` (cumulative average). Default: 0.1
+        affine: learnable ``weight`` (gamma) and ``bias`` (beta). Default: True
+        rmax: upper limit of ``r`` (>= 1). Default: 3.0
+        dmax: limit of ``|d|`` (>= 0). Default: 5.0
+        warmup_steps: training steps of the linear ramp, 0 for fixed limits. Default: 0
+
+    Shape:
+        Input and output: {shapes}.
+
+    Examples::
+
+        >>> import torch, normkit as nk
+        >>> layer = nk.nn.{name}(3, rmax=3.0, dmax=5.0, warmup_steps=1000)
+        >>> y = layer(torch.randn({example}))
+        >>> layer.current_limits()
+        (1.002, 0.005)
+"""
+
+
+class _BatchRenorm(_NormBase):
+    """State and schedule shared by BatchRenorm1d/2d/3d (only the rank check differs)."""
+
+    _ranks: tuple[int, ...] = ()
+    rmax: float
+    dmax: float
+    warmup_steps: int
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        rmax: float = 3.0,
+        dmax: float = 5.0,
+        warmup_steps: int = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        name = type(self).__name__
+        v.check_renorm_limits(rmax, dmax, name)
+        v.check_warmup_steps(warmup_steps, name)
+        super().__init__(num_features, eps, momentum, affine, True, device, dtype)
+        self.rmax = float(rmax)
+        self.dmax = float(dmax)
+        self.warmup_steps = warmup_steps
+
+    def current_limits(self) -> tuple[float, float]:
+        """``(rmax, dmax)`` the next training step will use."""
+        return renorm_limits(int(self.num_batches_tracked), self.rmax, self.dmax, self.warmup_steps)
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        v.check_rank(input, self._ranks, self._layer_name())
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._check_input_dim(input)
+        name = self._layer_name()
+        v.check_channels(input, self.num_features, name)
+        rmax, dmax = self.rmax, self.dmax
+        if self.training:
+            rmax, dmax = renorm_limits(
+                self.num_batches_tracked, self.rmax, self.dmax, self.warmup_steps
+            )
+        return batch_renorm(
+            input,
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            self.training,
+            self.momentum,
+            self.eps,
+            rmax,
+            dmax,
+            num_batches_tracked=self.num_batches_tracked if self.training else None,
+            name=name,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+            f"affine={self.affine}, rmax={self.rmax}, dmax={self.dmax}, "
+            f"warmup_steps={self.warmup_steps}"
+        )
+
+
+class BatchRenorm1d(_BatchRenorm):
+    __doc__ = _DOC_TEMPLATE.format(
+        rank="2D or 3D",
+        name="BatchRenorm1d",
+        bn="BatchNorm1d",
+        shapes="``(N, C)`` or ``(N, C, L)``",
+        example="16, 3",
+    )
+    _ranks = (2, 3)
+
+
+class BatchRenorm2d(_BatchRenorm):
+    __doc__ = _DOC_TEMPLATE.format(
+        rank="4D", name="BatchRenorm2d", bn="BatchNorm2d", shapes="``(N, C, H, W)``",
+        example="8, 3, 4, 4",
+    )  # fmt: skip
+    _ranks = (4,)
+
+
+class BatchRenorm3d(_BatchRenorm):
+    __doc__ = _DOC_TEMPLATE.format(
+        rank="5D", name="BatchRenorm3d", bn="BatchNorm3d", shapes="``(N, C, D, H, W)``",
+        example="4, 3, 2, 4, 4",
+    )  # fmt: skip
+    _ranks = (5,)

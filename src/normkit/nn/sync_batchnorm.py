@@ -1,0 +1,136 @@
+"""SyncBatchNorm: BatchNorm with statistics over all processes of a torch.distributed group."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from normkit.functional import _validate as v
+from normkit.functional.sync_batch_norm import sync_batch_norm
+from normkit.nn.batchnorm import _BatchNorm
+
+
+class SyncBatchNorm(_BatchNorm):
+    r"""Batch normalization synchronized over the processes of a torch.distributed group,
+    a drop-in for :class:`torch.nn.SyncBatchNorm` that also runs on CPU (gloo).
+
+    .. math::
+        y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \cdot \gamma + \beta
+
+    In training, ``E`` and ``Var`` (biased) are over the union of every process's batch.
+    Each process sends its per-channel ``(count, mean, M2)``, merged on every process with
+    Chan's pairwise formula (never raw sums of squares); the backward all-reduces
+    ``sum(dy)``, ``sum(dy * x_hat)`` and the count. ``weight``/``bias`` gradients are this
+    process's own contribution, exactly as in :class:`torch.nn.SyncBatchNorm`, so
+    DistributedDataParallel's averaging produces the right update. Processes may hold
+    different batch sizes, zero included. Running statistics, updated identically on every
+    process, use BatchNorm's rule with the global mean and unbiased variance.
+
+    Falls back to plain BatchNorm when not training, when torch.distributed is not
+    initialised, or when the group has one process. A collective that fails (a peer died,
+    a timeout of the process group) raises :class:`normkit.autograd.sync.SyncBatchNormError`.
+
+    Args:
+        num_features: number of channels ``C``.
+        eps: added to the variance. Default: 1e-5
+        momentum: running-statistics factor, or ``None`` (cumulative average). Default: 0.1
+        affine: learnable ``weight`` and ``bias``. Default: True
+        track_running_stats: keep running statistics. Default: True
+        process_group: the group to synchronize over; ``None`` is the world. Default: None
+        bias: learn beta (only with ``affine``). Default: True
+
+    Shape:
+        Input and output: ``(N, C, *)``.
+
+    State dict keys and ``repr`` are torch's. Use :meth:`convert_sync_batchnorm` to switch a
+    model's BatchNorm layers.
+    """
+
+    process_group: dist.ProcessGroup | None
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        process_group: dist.ProcessGroup | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        bias: bool = True,
+    ) -> None:
+        v.check_process_group(process_group, type(self).__name__)
+        super().__init__(
+            num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias
+        )
+        self.process_group = process_group
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        v.check_min_rank(input, 2, self._layer_name(), "(N, C, *)")
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._check_input_dim(input)
+        name = self._layer_name()
+        v.check_channels(input, self.num_features, name)
+        if not self.training:
+            # Like torch: never synchronize in eval mode, even with batch statistics
+            # (track_running_stats=False).
+            return super().forward(input)
+        return sync_batch_norm(
+            input,
+            self.running_mean if self.track_running_stats else None,
+            self.running_var if self.track_running_stats else None,
+            self.weight,
+            self.bias,
+            True,
+            self.momentum,
+            self.eps,
+            self.process_group,
+            num_batches_tracked=self.num_batches_tracked if self.track_running_stats else None,
+            name=name,
+        )
+
+    @classmethod
+    def convert_sync_batchnorm(
+        cls, module: nn.Module, process_group: dist.ProcessGroup | None = None
+    ) -> nn.Module:
+        """Replace every BatchNorm layer of ``module`` (torch's ``BatchNorm1d/2d/3d`` and
+        ``SyncBatchNorm``, normkit's ``BatchNorm1d/2d/3d`` and ``SyncBatchNorm``) by a
+        normkit :class:`SyncBatchNorm` over ``process_group``, sharing its parameters and
+        buffers, keeping its training flag (and ``qconfig``). Returns the converted module;
+        a BatchNorm passed in itself is returned as a new object, like torch's.
+
+        BatchNorm variants with other semantics (renorm, ghost, fused activation, frozen)
+        are left as they are.
+        """
+        output = module
+        if _is_plain_batch_norm(module):
+            output = cls(
+                module.num_features,
+                module.eps,
+                module.momentum,
+                module.affine,
+                module.track_running_stats,
+                process_group,
+                bias=module.bias is not None,
+            )
+            if module.affine:
+                with torch.no_grad():
+                    output.weight = module.weight
+                    output.bias = module.bias
+            output.running_mean = module.running_mean
+            output.running_var = module.running_var
+            output.num_batches_tracked = module.num_batches_tracked
+            output.training = module.training
+            if hasattr(module, "qconfig"):
+                output.qconfig = module.qconfig
+        for child_name, child in module.named_children():
+            output.add_module(child_name, cls.convert_sync_batchnorm(child, process_group))
+        return output
+
+
+def _is_plain_batch_norm(module: nn.Module) -> bool:
+    return isinstance(module, (nn.modules.batchnorm._BatchNorm, _BatchNorm))
