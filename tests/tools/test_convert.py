@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import normkit as nk
-from normkit.tools import ConversionError, MissingLayerError, convert, default_num_groups
+from normkit.tools import ConversionError, convert, default_num_groups
 from normkit.tools.convert import ORIGIN_ATTR
 from tests.conftest import assert_close
 from tests.tools.models import MODEL_CASES, ResNetish, mlp, randomize_norm_state
@@ -151,12 +151,6 @@ def test_errors_are_clear_and_atomic():
     with pytest.raises(ConversionError, match=r"layer '1'.*num_groups \(4\) must divide the 6"):
         convert(model, "group", inplace=True, num_groups=4)
     assert all(isinstance(m, nn.BatchNorm2d) for m in model)  # nothing changed
-
-
-@pytest.mark.skipif(hasattr(nk.nn, "FrozenBatchNorm2d"), reason="variant available")
-def test_missing_variant_is_named():
-    with pytest.raises(MissingLayerError, match=r"layer '1'.*normkit.nn.FrozenBatchNorm2d"):
-        convert(nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)), "frozen")
 
 
 def test_no_norm_layers_gives_empty_report():

@@ -67,6 +67,32 @@ def check_vector(t: Tensor | None, size: int, what: str, name: str) -> None:
         )
 
 
+def check_per_channel_arguments(
+    input: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+    training: bool,
+    name: str,
+    min_rank: int = 2,
+) -> None:
+    """What every per-channel normalization (BatchNorm family, InstanceNorm) checks: a
+    floating ``(N, C, *)`` input, ``(C,)`` per-channel tensors, a valid ``eps``."""
+    check_floating(input, name)
+    check_min_rank(input, min_rank, name, "(N, C, *)" if min_rank == 2 else "(N, C, L, ...)")
+    channels = input.shape[1]
+    for what, t in (
+        ("running_mean", running_mean),
+        ("running_var", running_var),
+        ("weight", weight),
+        ("bias", bias),
+    ):
+        check_vector(t, channels, what, name)
+    check_eps(eps, training, name)
+
+
 def check_param_shape(t: Tensor | None, shape: tuple[int, ...], what: str, name: str) -> None:
     if t is not None and tuple(t.shape) != shape:
         raise NormInputError(

@@ -58,17 +58,9 @@ def batch_norm(
     batch with non-finite statistics does not update the running statistics (see
     :mod:`normkit.functional._running`).
     """
-    v.check_floating(input, name)
-    v.check_min_rank(input, 2, name, "(N, C, *)")
-    channels = input.shape[1]
-    for what, t in (
-        ("running_mean", running_mean),
-        ("running_var", running_var),
-        ("weight", weight),
-        ("bias", bias),
-    ):
-        v.check_vector(t, channels, what, name)
-    v.check_eps(eps, training, name)
+    v.check_per_channel_arguments(
+        input, running_mean, running_var, weight, bias, eps, training, name
+    )
     x = _as_ncl(input)
     if not training:
         v.check_running_stats_for_eval(running_mean, running_var, name)
@@ -113,17 +105,10 @@ def instance_norm(
 
     Shape: ``(N, C, *)`` with at least one spatial dim; output the same.
     """
-    v.check_floating(input, name)
-    v.check_min_rank(input, 3, name, "(N, C, L, ...)")
+    v.check_per_channel_arguments(
+        input, running_mean, running_var, weight, bias, eps, use_input_stats, name, min_rank=3
+    )
     channels = input.shape[1]
-    for what, t in (
-        ("running_mean", running_mean),
-        ("running_var", running_var),
-        ("weight", weight),
-        ("bias", bias),
-    ):
-        v.check_vector(t, channels, what, name)
-    v.check_eps(eps, use_input_stats, name)
     x = _as_ncl(input)
     if not use_input_stats:
         v.check_running_stats_for_eval(running_mean, running_var, name)

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from normkit.autograd.batch_norm_variants import batch_stats, bn_apply
 from normkit.functional import _validate as v
-from normkit.functional._bn_common import check_bn_arguments, fixed_stats
+from normkit.functional._bn_common import fixed_stats
 from normkit.functional._running import update_running_stats
 from normkit.functional.batch_norm import _as_ncl
 
@@ -41,7 +41,9 @@ def batch_norm_act(
 
     Shape: ``(N, C, *)``, output the same.
     """
-    check_bn_arguments(input, running_mean, running_var, weight, bias, eps, training, name)
+    v.check_per_channel_arguments(
+        input, running_mean, running_var, weight, bias, eps, training, name
+    )
     v.check_activation(act, negative_slope, name)
     x = _as_ncl(input)
     if not training:

@@ -7,7 +7,6 @@ from torch import Tensor
 
 from normkit.autograd.batch_norm_variants import batch_stats, bn_apply
 from normkit.functional import _validate as v
-from normkit.functional._bn_common import check_bn_arguments
 from normkit.functional._running import update_running_stats
 from normkit.functional.batch_norm import _as_ncl, batch_norm
 
@@ -157,7 +156,9 @@ def batch_renorm(
     running variance follows BatchNorm's rule and :math:`\sigma = \sqrt{\mathrm{running\_var}
     + \epsilon}`, so inference and the state dict are exactly BatchNorm's.
     """
-    check_bn_arguments(input, running_mean, running_var, weight, bias, eps, training, name)
+    v.check_per_channel_arguments(
+        input, running_mean, running_var, weight, bias, eps, training, name
+    )
     if not isinstance(rmax, Tensor) and not isinstance(dmax, Tensor):
         v.check_renorm_limits(rmax, dmax, name)
     if not training:

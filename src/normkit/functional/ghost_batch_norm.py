@@ -9,7 +9,6 @@ from torch import Tensor
 
 from normkit.autograd.batch_norm_variants import batch_stats, bn_apply
 from normkit.functional import _validate as v
-from normkit.functional._bn_common import check_bn_arguments
 from normkit.functional._running import update_running_stats
 from normkit.functional.batch_norm import _as_ncl, batch_norm
 
@@ -85,7 +84,9 @@ def ghost_batch_norm(
             input, running_mean, running_var, weight, bias, training, momentum, eps,
             num_batches_tracked=num_batches_tracked, backend=backend, name=name,
         )  # fmt: skip
-    check_bn_arguments(input, running_mean, running_var, weight, bias, eps, training, name)
+    v.check_per_channel_arguments(
+        input, running_mean, running_var, weight, bias, eps, training, name
+    )
     v.check_ghost_batch_values(input, virtual_batch_size, name)
     per_sample = math.prod(input.shape[2:])
     sizes = ghost_batch_sizes(batch, virtual_batch_size, per_sample)

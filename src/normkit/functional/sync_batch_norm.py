@@ -9,7 +9,6 @@ from torch import Tensor
 from normkit.autograd import sync
 from normkit.autograd.batch_norm_variants import batch_stats, bn_apply
 from normkit.functional import _validate as v
-from normkit.functional._bn_common import check_bn_arguments
 from normkit.functional._running import update_running_stats
 from normkit.functional.batch_norm import _as_ncl, batch_norm
 
@@ -64,7 +63,9 @@ def sync_batch_norm(
             input, running_mean, running_var, weight, bias, training, momentum, eps,
             num_batches_tracked=num_batches_tracked, backend=backend, name=name,
         )  # fmt: skip
-    check_bn_arguments(input, running_mean, running_var, weight, bias, eps, training, name)
+    v.check_per_channel_arguments(
+        input, running_mean, running_var, weight, bias, eps, training, name
+    )
     v.check_group_member(process_group, name)
     group_name = sync.group_name_of(process_group)
     world_size = dist.get_world_size(process_group)

@@ -110,8 +110,34 @@ class _NormBase(nn.Module):
     def _layer_name(self) -> str:
         return f"{type(self).__name__}({self.num_features})"
 
+    # Accepted input ranks, set by each concrete class (BatchNorm2d: (4,)).
+    _ranks: tuple[int, ...] = ()
+
     def _check_input_dim(self, input: Tensor) -> None:
-        raise NotImplementedError
+        v.check_rank(input, self._ranks, self._layer_name())
+
+    def _check_input(self, input: Tensor) -> str:
+        """Rank and channel count of ``input``; returns the layer name for messages."""
+        self._check_input_dim(input)
+        name = self._layer_name()
+        v.check_channels(input, self.num_features, name)
+        return name
+
+    def _batch_norm_state(self) -> dict[str, Any]:
+        """torch's BatchNorm statistics policy, as keyword arguments for the functionals.
+
+        Batch statistics in training, and in evaluation when there are no running buffers;
+        the buffers are passed only when they are to be read (evaluation) or updated
+        (training with ``track_running_stats``), and only then is the batch counted.
+        """
+        training = self.training
+        pass_buffers = not training or self.track_running_stats
+        return {
+            "running_mean": self.running_mean if pass_buffers else None,
+            "running_var": self.running_var if pass_buffers else None,
+            "training": training or (self.running_mean is None and self.running_var is None),
+            "num_batches_tracked": self.num_batches_tracked if training and pass_buffers else None,
+        }
 
     def extra_repr(self) -> str:
         return (

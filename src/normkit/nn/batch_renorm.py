@@ -66,7 +66,6 @@ _DOC_TEMPLATE = r"""Batch renormalization over a {rank} input (`Ioffe 2017
 class _BatchRenorm(_NormBase):
     """State and schedule shared by BatchRenorm1d/2d/3d (only the rank check differs)."""
 
-    _ranks: tuple[int, ...] = ()
     rmax: float
     dmax: float
     warmup_steps: int
@@ -95,13 +94,8 @@ class _BatchRenorm(_NormBase):
         """``(rmax, dmax)`` the next training step will use."""
         return renorm_limits(int(self.num_batches_tracked), self.rmax, self.dmax, self.warmup_steps)
 
-    def _check_input_dim(self, input: Tensor) -> None:
-        v.check_rank(input, self._ranks, self._layer_name())
-
     def forward(self, input: Tensor) -> Tensor:
-        self._check_input_dim(input)
-        name = self._layer_name()
-        v.check_channels(input, self.num_features, name)
+        name = self._check_input(input)
         rmax, dmax = self.rmax, self.dmax
         if self.training:
             rmax, dmax = renorm_limits(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from normkit.functional import _validate as v
 from normkit.functional.batch_norm import batch_norm
 from normkit.nn._base import _NormBase
 
@@ -52,32 +51,21 @@ _DOC_TEMPLATE = r"""Batch normalization over a {rank} input (`Ioffe & Szegedy 20
 
 
 class _BatchNorm(_NormBase):
-    """Statistics selection shared by BatchNorm1d/2d/3d (only the rank check differs)."""
-
-    _ranks: tuple[int, ...] = ()
-
-    def _check_input_dim(self, input: Tensor) -> None:
-        v.check_rank(input, self._ranks, self._layer_name())
+    """BatchNorm1d/2d/3d differ only in the input ranks they accept."""
 
     def forward(self, input: Tensor) -> Tensor:
-        self._check_input_dim(input)
-        name = self._layer_name()
-        v.check_channels(input, self.num_features, name)
-        training = self.training
-        # Batch statistics in training, and in eval when there are no running buffers.
-        use_batch_stats = training or (self.running_mean is None and self.running_var is None)
-        # Buffers are passed only when they are to be read (eval) or updated (tracked training).
-        pass_buffers = not training or self.track_running_stats
+        name = self._check_input(input)
+        state = self._batch_norm_state()
         return batch_norm(
             input,
-            self.running_mean if pass_buffers else None,
-            self.running_var if pass_buffers else None,
+            state["running_mean"],
+            state["running_var"],
             self.weight,
             self.bias,
-            use_batch_stats,
+            state["training"],
             self.momentum,
             self.eps,
-            num_batches_tracked=self.num_batches_tracked if training and pass_buffers else None,
+            num_batches_tracked=state["num_batches_tracked"],
             name=name,
         )
 

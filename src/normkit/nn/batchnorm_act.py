@@ -48,7 +48,6 @@ _DOC_TEMPLATE = r"""Batch normalization followed by an activation, fused, over a
 
 
 class _BatchNormAct(_NormBase):
-    _ranks: tuple[int, ...] = ()
     act: str
     negative_slope: float
 
@@ -70,28 +69,21 @@ class _BatchNormAct(_NormBase):
         self.act = act
         self.negative_slope = float(negative_slope)
 
-    def _check_input_dim(self, input: Tensor) -> None:
-        v.check_rank(input, self._ranks, self._layer_name())
-
     def forward(self, input: Tensor) -> Tensor:
-        self._check_input_dim(input)
-        name = self._layer_name()
-        v.check_channels(input, self.num_features, name)
-        training = self.training
-        use_batch_stats = training or (self.running_mean is None and self.running_var is None)
-        pass_buffers = not training or self.track_running_stats
+        name = self._check_input(input)
+        state = self._batch_norm_state()
         return batch_norm_act(
             input,
-            self.running_mean if pass_buffers else None,
-            self.running_var if pass_buffers else None,
+            state["running_mean"],
+            state["running_var"],
             self.weight,
             self.bias,
-            use_batch_stats,
+            state["training"],
             self.momentum,
             self.eps,
             self.act,
             self.negative_slope,
-            num_batches_tracked=self.num_batches_tracked if training and pass_buffers else None,
+            num_batches_tracked=state["num_batches_tracked"],
             name=name,
         )
 

@@ -54,7 +54,6 @@ _DOC_TEMPLATE = r"""Ghost batch normalization over a {rank} input (`Hoffer et al
 
 
 class _GhostBatchNorm(_NormBase):
-    _ranks: tuple[int, ...] = ()
     virtual_batch_size: int
 
     def __init__(
@@ -71,13 +70,8 @@ class _GhostBatchNorm(_NormBase):
         super().__init__(num_features, eps, momentum, affine, True, device, dtype)
         self.virtual_batch_size = virtual_batch_size
 
-    def _check_input_dim(self, input: Tensor) -> None:
-        v.check_rank(input, self._ranks, self._layer_name())
-
     def forward(self, input: Tensor) -> Tensor:
-        self._check_input_dim(input)
-        name = self._layer_name()
-        v.check_channels(input, self.num_features, name)
+        name = self._check_input(input)
         return ghost_batch_norm(
             input,
             self.running_mean,

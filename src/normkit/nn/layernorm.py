@@ -24,7 +24,41 @@ def _shape_tuple(normalized_shape: int | Sequence[int], name: str) -> tuple[int,
     return shape
 
 
-class LayerNorm(nn.Module):
+class _RowNorm(nn.Module):
+    """State shared by LayerNorm and RMSNorm: ``normalized_shape``, ``eps`` and the
+    elementwise affine parameters of ``normalized_shape``."""
+
+    __constants__ = ["normalized_shape", "eps", "elementwise_affine"]
+    normalized_shape: tuple[int, ...]
+    eps: float | None
+    elementwise_affine: bool
+
+    def __init__(
+        self,
+        normalized_shape: int | Sequence[int],
+        eps: float | None,
+        elementwise_affine: bool,
+        bias: bool,
+        factory_kwargs: dict,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        self.normalized_shape = _shape_tuple(normalized_shape, name)
+        if eps is not None:
+            v.check_eps(eps, False, name)
+        self.eps = eps
+        self.elementwise_affine = elementwise_affine
+        make_affine(self, self.normalized_shape, elementwise_affine, bias, factory_kwargs)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        reset_affine(self)
+
+    def _layer_name(self) -> str:
+        return f"{type(self).__name__}({self.normalized_shape})"
+
+
+class LayerNorm(_RowNorm):
     r"""Layer normalization (`Ba et al. 2016 <https://arxiv.org/abs/1607.06450>`__), a drop-in
     for :class:`torch.nn.LayerNorm`.
 
@@ -54,10 +88,7 @@ class LayerNorm(nn.Module):
         True
     """
 
-    __constants__ = ["normalized_shape", "eps", "elementwise_affine"]
-    normalized_shape: tuple[int, ...]
     eps: float
-    elementwise_affine: bool
 
     def __init__(
         self,
@@ -68,18 +99,8 @@ class LayerNorm(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
-        name = type(self).__name__
-        self.normalized_shape = _shape_tuple(normalized_shape, name)
-        v.check_eps(eps, False, name)
-        self.eps = eps
-        self.elementwise_affine = elementwise_affine
         factory_kwargs = {"device": device, "dtype": dtype}
-        make_affine(self, self.normalized_shape, elementwise_affine, bias, factory_kwargs)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        reset_affine(self)
+        super().__init__(normalized_shape, eps, elementwise_affine, bias, factory_kwargs)
 
     def forward(self, input: Tensor) -> Tensor:
         return layer_norm(
@@ -88,7 +109,7 @@ class LayerNorm(nn.Module):
             self.weight,
             self.bias,
             self.eps,
-            name=f"{type(self).__name__}({self.normalized_shape})",
+            name=self._layer_name(),
         )
 
     def extra_repr(self) -> str:
@@ -98,7 +119,7 @@ class LayerNorm(nn.Module):
         )
 
 
-class RMSNorm(nn.Module):
+class RMSNorm(_RowNorm):
     r"""Root-mean-square normalization (`Zhang & Sennrich 2019
     <https://arxiv.org/abs/1910.07467>`__), a drop-in for :class:`torch.nn.RMSNorm`.
 
@@ -124,11 +145,6 @@ class RMSNorm(nn.Module):
         True
     """
 
-    __constants__ = ["normalized_shape", "eps", "elementwise_affine"]
-    normalized_shape: tuple[int, ...]
-    eps: float | None
-    elementwise_affine: bool
-
     def __init__(
         self,
         normalized_shape: int | Sequence[int],
@@ -137,19 +153,8 @@ class RMSNorm(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
-        name = type(self).__name__
-        self.normalized_shape = _shape_tuple(normalized_shape, name)
-        if eps is not None:
-            v.check_eps(eps, False, name)
-        self.eps = eps
-        self.elementwise_affine = elementwise_affine
         factory_kwargs = {"device": device, "dtype": dtype}
-        make_affine(self, self.normalized_shape, elementwise_affine, False, factory_kwargs)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        reset_affine(self)
+        super().__init__(normalized_shape, eps, elementwise_affine, False, factory_kwargs)
 
     def forward(self, input: Tensor) -> Tensor:
         return rms_norm(
@@ -157,7 +162,7 @@ class RMSNorm(nn.Module):
             self.normalized_shape,
             self.weight,
             self.eps,
-            name=f"{type(self).__name__}({self.normalized_shape})",
+            name=self._layer_name(),
         )
 
     def extra_repr(self) -> str:

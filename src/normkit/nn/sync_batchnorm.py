@@ -72,9 +72,7 @@ class SyncBatchNorm(_BatchNorm):
         v.check_min_rank(input, 2, self._layer_name(), "(N, C, *)")
 
     def forward(self, input: Tensor) -> Tensor:
-        self._check_input_dim(input)
-        name = self._layer_name()
-        v.check_channels(input, self.num_features, name)
+        name = self._check_input(input)
         if not self.training:
             # Like torch: never synchronize in eval mode, even with batch statistics
             # (track_running_stats=False).

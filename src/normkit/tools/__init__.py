@@ -13,7 +13,6 @@ Tools depend on :mod:`normkit.nn` and :mod:`normkit.functional` only.
 """
 
 from normkit.tools._walk import (
-    MissingLayerError,
     is_batch_norm,
     is_norm,
     iter_norm_layers,
@@ -65,7 +64,6 @@ __all__ = [
     "FoldError",
     "FoldReport",
     "LayerRow",
-    "MissingLayerError",
     "Monitor",
     "NormRow",
     "PopulationVariance",

@@ -32,20 +32,9 @@ BATCH_VARIANTS = (
 FROZEN_VARIANTS = ("FrozenBatchNorm1d", "FrozenBatchNorm2d", "FrozenBatchNorm3d")
 
 
-class MissingLayerError(LookupError):
-    """A normkit.nn class needed by a tool is not available in this installation."""
-
-
 def normkit_class(name: str) -> type[nn.Module]:
-    """``normkit.nn.<name>``, or a :class:`MissingLayerError` that says what is missing."""
-    module = importlib.import_module("normkit.nn")
-    cls = getattr(module, name, None)
-    if cls is None:
-        raise MissingLayerError(
-            f"normkit.nn.{name} is not available in this version of normkit "
-            f"(normkit.nn has: {', '.join(sorted(getattr(module, '__all__', [])))})"
-        )
-    return cls
+    """``normkit.nn.<name>`` (looked up at call time: tools import nn lazily)."""
+    return getattr(importlib.import_module("normkit.nn"), name)
 
 
 def _existing(names: tuple[str, ...]) -> tuple[type, ...]:

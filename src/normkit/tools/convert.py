@@ -51,7 +51,6 @@ from torch import Tensor, nn
 
 from normkit.tools._report import text_table
 from normkit.tools._walk import (
-    MissingLayerError,
     factory_kwargs_of,
     has_running_stats,
     is_batch_norm,
@@ -479,7 +478,6 @@ def convert(
     Raises:
         ConversionError: unknown target, or a layer the target takes but cannot convert
             (e.g. ``track_running_stats=False`` to frozen); nothing is changed then.
-        MissingLayerError: the target's normkit.nn class is not in this installation.
 
     Examples::
 
@@ -506,7 +504,7 @@ def convert(
         if predicate(name, module) and id(module) not in built:
             try:
                 new = target.build(module, options)
-            except (ConversionError, MissingLayerError, TypeError, ValueError) as exc:
+            except (ConversionError, TypeError, ValueError) as exc:
                 raise type(exc)(f"convert(to={to!r}): layer '{name or '<root>'}': {exc}") from exc
             transfer_freeze(module, new)
             built[id(module)] = new
