@@ -11,6 +11,7 @@ from normkit.lab import registry, runner
 from normkit.lab.errors import LabError
 from normkit.lab.experiments import batch_size as bs
 from normkit.lab.experiments import lr as lr_exp
+from normkit.lab.experiments._common import pct
 from normkit.lab.models import available_norms
 from normkit.lab.training import eval_steps
 
@@ -37,6 +38,19 @@ def test_batch_size_smoke(tmp_path):
         assert record["updates"] * record["batch_size"] == 4 * 32
         assert record["lr"] == pytest.approx(0.05 * record["batch_size"] / 32)
         assert 0 <= record["test_accuracy"] <= 1
+        # Train-mode and recalibrated accuracy only for layers with running statistics.
+        diagnosed = [record["train_mode_accuracy"], record["recalibrated_accuracy"]]
+        if record["norm"] == "bn":
+            assert all(0 <= v <= 1 for v in diagnosed)
+        else:
+            assert diagnosed == [None, None]
+    diagnosis = results["metrics"]["batch_statistics_diagnosis"]
+    assert list(diagnosis) == ["bn"] and list(diagnosis["bn"]) == ["2", "8"]
+    bn2 = diagnosis["bn"]["2"]
+    assert any(
+        note.startswith("BatchNorm at batch 2:") and pct(bn2["recalibrated_accuracy"]) in note
+        for note in result.notes
+    )
     assert result.headline.startswith("BatchNorm vs GroupNorm:")
 
 
@@ -88,8 +102,9 @@ def test_batch_size_detects_variants_by_name(monkeypatch, tmp_path):
     assert available_norms()[-2:] == ["brn", "gbn"]
     result = run_small("batch-size", tmp_path, batch_size=(4,), options={"norms": ("brn", "gbn")})
     assert [row[0] for row in result.rows] == ["BatchRenorm", "GhostBatchNorm"]
-    # 3 layers each; renorm warm-up = a quarter of the run's 32 updates; ghost batch 16.
-    assert built == [("brn", 8)] * 3 + [("gbn", 16)] * 3
+    # 4 layers each (3 convolutions + the head); renorm warm-up = a quarter of the run's
+    # 32 updates; ghost batch 16.
+    assert built == [("brn", 8)] * 4 + [("gbn", 16)] * 4
 
 
 # ----------------------------------------------------------------------------- lr

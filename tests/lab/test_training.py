@@ -11,7 +11,7 @@ import normkit as nk
 from normkit.lab.datasets import load_dataset
 from normkit.lab.errors import LabError
 from normkit.lab.experiments.ics import sigmoid_input_percentiles
-from normkit.lab.models import cnn, copy_init, make_norm, mlp
+from normkit.lab.models import cnn, copy_init, head_norm, make_norm, mlp
 from normkit.lab.training import accuracy, batches, chunks, derive_seed, eval_steps, train
 
 
@@ -97,6 +97,35 @@ def test_models_use_normkit_layers_and_share_inits():
     torch.testing.assert_close(a(x), b(x), rtol=1e-4, atol=1e-5)  # BN at init ~ identity
     assert cnn((1, 8, 8), 10)(torch.randn(2, 1, 8, 8)).shape == (2, 10)
     assert cnn((3, 28, 28), 7)(torch.randn(2, 3, 28, 28)).shape == (2, 7)
+
+
+def test_cnn_head_normalizes_flat_features_with_the_same_kind():
+    torch.manual_seed(0)
+    plain = cnn((1, 40), 10, norm="bn")
+    torch.manual_seed(0)
+    headed = cnn((1, 40), 10, norm="bn", head=16)
+    # The trunk is unchanged; the head is Linear(32 x 5, 16) -> BatchNorm1d(16) -> ReLU -> Linear.
+    assert [type(m) for m in plain][:-1] == [type(m) for m in headed][:-4]
+    linear, norm, _, out = list(headed)[-4:]
+    assert (linear.in_features, linear.out_features, out.in_features) == (160, 16, 16)
+    assert isinstance(norm, nk.nn.BatchNorm1d) and norm.num_features == 16
+    assert isinstance(cnn((1, 40), 10, norm="gn", head=16)[-3], nk.nn.GroupNorm)
+    assert isinstance(cnn((1, 40), 10, norm="ln", head=16)[-3], nk.nn.LayerNorm)
+    assert isinstance(head_norm("in", 16), torch.nn.Identity)  # no flat InstanceNorm
+    after = cnn((1, 40), 10, norm="bn", placement="after", head=16)
+    assert isinstance(after[-2], nk.nn.BatchNorm1d)  # Linear -> ReLU -> BN -> Linear
+    assert headed(torch.randn(3, 1, 40)).shape == (3, 10)
+
+
+def test_head_batchnorm_at_batch_two_keeps_only_the_sign():
+    """The mechanism the batch-size experiment shows: BN over 2 values gives about +-1."""
+    torch.manual_seed(0)
+    a = torch.randn(64) * 5
+    delta = (1 + torch.rand(64)) * torch.randn(64).sign()  # |delta| in [1, 2)
+    out = head_norm("bn", 64)(torch.stack([a, a + delta]))
+    # Only which example is larger survives, whatever the values were.
+    torch.testing.assert_close(out[1], delta.sign(), rtol=0, atol=1e-4)
+    torch.testing.assert_close(out[0], -delta.sign(), rtol=0, atol=1e-4)
 
 
 def test_chunks_never_leave_a_single_example():

@@ -120,11 +120,18 @@ def cnn(
     placement: str = "before",
     momentum: float | None = 0.1,
     steps: int = 0,
+    head: int = 0,
 ) -> nn.Sequential:
     """[Conv(k=3, pad 1) -> norm -> ReLU -> MaxPool(2)] x len(channels) -> Flatten -> Linear.
 
     ``input_shape`` is ``(C, L)`` (1-D convolutions) or ``(C, H, W)`` (2-D). Pooling stops
     halving a spatial axis once it reaches 1.
+
+    ``head > 0`` puts a hidden layer in the classifier, as in many tutorials:
+    ``Flatten -> Linear(flat, head) -> norm -> ReLU -> Linear(head, classes)``, whose
+    normalization sees ``(N, head)`` vectors (see :func:`head_norm`). There a BatchNorm's
+    statistics per feature come from the ``N`` examples of the batch alone (no spatial
+    positions to average over), so the batch size is their sample size.
     """
     d = len(input_shape) - 1
     if d not in (1, 2):
@@ -146,8 +153,33 @@ def cnn(
             layers.append(pool(2))
             spatial = [s // 2 for s in spatial]
         width = c
-    layers += [nn.Flatten(), nn.Linear(width * math.prod(spatial), num_classes)]
+    layers.append(nn.Flatten())
+    width *= math.prod(spatial)
+    if head > 0:
+        block = [
+            nn.Linear(width, head),
+            head_norm(norm, head, momentum=momentum, steps=steps),
+            nn.ReLU(),
+        ]
+        layers += _place(block, placement)
+        width = head
+    layers.append(nn.Linear(width, num_classes))
     return nn.Sequential(*layers)
+
+
+def head_norm(
+    kind: str, features: int, *, momentum: float | None = 0.1, steps: int = 0
+) -> nn.Module:
+    """The normalization of kind ``kind`` for flat ``(N, features)`` activations.
+
+    As :func:`make_norm` with no spatial axes (BatchNorm1d, GroupNorm over groups of
+    features, LayerNorm over the features), except InstanceNorm, which has no flat form
+    (one value per example and channel normalises to 0): an InstanceNorm network's head
+    has no normalization (``nn.Identity``).
+    """
+    if kind == "in":
+        return nn.Identity()
+    return make_norm(kind, features, momentum=momentum, steps=steps)
 
 
 def _place(block: list[nn.Module], placement: str) -> list[nn.Module]:
