@@ -2,13 +2,12 @@
 
 Normalization kinds (``make_norm``): ``bn`` BatchNorm, ``gn`` GroupNorm, ``ln`` LayerNorm
 over ``(C, *spatial)`` (the Group Norm paper's LN), ``in`` InstanceNorm (affine),
-``none``; and, when the installed normkit has them, ``brn`` BatchRenorm and ``gbn``
-GhostBatchNorm. Their presence is detected at run time by class name in ``normkit.nn``.
+``none``, ``brn`` BatchRenorm (warm-up over a quarter of the steps) and ``gbn``
+GhostBatchNorm (virtual batch of 16).
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Sequence
 
@@ -27,16 +26,13 @@ NORM_LABELS = {
     "brn": "BatchRenorm",
     "gbn": "GhostBatchNorm",
 }
-_OPTIONAL_CLASSES = {"brn": "BatchRenorm{d}d", "gbn": "GhostBatchNorm{d}d"}
 GROUPS = 8  # GroupNorm groups (channels per group = C / 8)
 GHOST_BATCH = 16  # GhostBatchNorm virtual batch size
 
 
 def available_norms() -> list[str]:
-    """The normalization kinds this installation can build (``brn``/``gbn`` when present)."""
-    kinds = ["bn", "gn", "ln", "in", "none"]
-    kinds += [k for k, pattern in _OPTIONAL_CLASSES.items() if hasattr(nknn, pattern.format(d=1))]
-    return kinds
+    """Every normalization kind ``make_norm`` builds, in the lab's display order."""
+    return list(NORM_LABELS)
 
 
 def make_norm(
@@ -51,7 +47,7 @@ def make_norm(
 
     ``spatial == ()`` means a flat ``(N, channels)`` input (an MLP). ``momentum`` applies to
     the layers with running statistics (torch convention). ``steps`` sets BatchRenorm's
-    warm-up (a quarter of the training steps) when that layer exists.
+    warm-up (a quarter of the training steps).
     """
     d = max(len(spatial), 1)
     if kind == "bn":
@@ -66,20 +62,13 @@ def make_norm(
         return getattr(nknn, f"InstanceNorm{d}d")(channels, affine=True)
     if kind == "none":
         return nn.Identity()
-    if kind in _OPTIONAL_CLASSES:
-        name = _OPTIONAL_CLASSES[kind].format(d=d)
-        cls = getattr(nknn, name, None)
-        if cls is None:
-            raise LabError(
-                f"{NORM_LABELS[kind]} ({kind}) is not available: normkit.nn has no {name}"
-            )
-        options = {"momentum": momentum}
-        if kind == "brn":
-            options["warmup_steps"] = steps // 4
-        else:
-            options["virtual_batch_size"] = GHOST_BATCH
-        accepted = inspect.signature(cls).parameters
-        return cls(channels, **{k: v for k, v in options.items() if k in accepted})
+    if kind == "brn":
+        return getattr(nknn, f"BatchRenorm{d}d")(
+            channels, momentum=momentum, warmup_steps=steps // 4
+        )
+    if kind == "gbn":
+        ghost = getattr(nknn, f"GhostBatchNorm{d}d")
+        return ghost(channels, virtual_batch_size=GHOST_BATCH, momentum=momentum)
     raise LabError(
         f"unknown normalization {kind!r}: expected one of {', '.join(available_norms())}"
     )
