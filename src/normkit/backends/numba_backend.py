@@ -1,0 +1,298 @@
+"""The ``"numba"`` backend: normkit's compiled CPU kernels behind the op contract.
+
+Every op here has the signature and semantics of its namesake in
+:mod:`normkit.backends.torch_ops` (the contract): torch tensors in and out, outputs in the
+input's dtype and memory layout (channels-last stays channels-last), statistics and
+parameter gradients (flat) in the accumulation dtype, ``var`` the biased variance.
+
+This module owns the tensor <-> array boundary: it picks the kernel layout from the
+strides, makes inputs contiguous when no kernel layout matches (stride-0 expanded grads,
+sliced views), allocates outputs, converts per-channel vectors, and sets the kernel thread
+count to ``torch.get_num_threads()`` for the calling thread. Kernels compile per
+(op, layout, dtype) on first use (or come from the on-disk cache; see ``normkit warmup``).
+
+Accepted tensors (``supports``): non-empty float32/float64 CPU tensors with the strided
+layout. Everything else (float16, bfloat16, CUDA, empty batches) is served by the torch
+backend when the backend is chosen automatically.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from normkit.backends import register, register_backend
+from normkit.backends.torch_ops import ACTIVATIONS
+from normkit.kernels import ACT_CODES, KERNELS, set_threads, start_threads
+
+_NP = {torch.float32: np.float32, torch.float64: np.float64}
+_EMPTY = {dtype: np.empty(0, np_dtype) for dtype, np_dtype in _NP.items()}
+
+
+def supports(x: Tensor) -> bool:
+    """Non-empty float32/float64 strided CPU tensors (any strides)."""
+    return x.dtype in _NP and x.is_cpu and x.layout == torch.strided and x.numel() > 0
+
+
+def _start_threads() -> str:
+    """Start Numba's pool without letting it change torch's thread count (shared OpenMP)."""
+    count = torch.get_num_threads()
+    layer = start_threads()
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+    return layer
+
+
+THREADING_LAYER = _start_threads()
+
+
+def _threads() -> int:
+    """Kernel threads for this call: torch's intra-op thread count, never more."""
+    return set_threads(torch.get_num_threads())
+
+
+_DISPATCH: dict[tuple[str, str, torch.dtype], object] = {}
+
+
+def _kernel(name: str, layout: str, dtype: torch.dtype):
+    """The compiled kernel for ``(name, layout, dtype)``, memoized per process."""
+    key = (name, layout, dtype)
+    fn = _DISPATCH.get(key)
+    if fn is None:
+        fn = _DISPATCH[key] = KERNELS[name].get(layout, _NP[dtype])
+    return fn
+
+
+def _act(act: str) -> int:
+    code = ACT_CODES.get(act)
+    if code is None:
+        raise ValueError(f"unknown activation {act!r}; expected one of {ACTIVATIONS}")
+    return code
+
+
+def _vec(t: Tensor | None, dtype: torch.dtype) -> np.ndarray:
+    """A per-channel vector as a contiguous array of ``dtype`` (length 0 for None)."""
+    if t is None:
+        return _EMPTY[dtype]
+    t = t.detach()
+    if t.dtype != dtype:
+        t = t.to(dtype)
+    return t.reshape(-1).contiguous().numpy()
+
+
+# ---------------------------------------------------------------------------------------
+# Batch norm layouts: "ncl" = (N, C, L) contiguous; "nlc" = channels fastest, as (N*L, C).
+
+
+class _BN:
+    """``x (N, C, L)`` resolved to a kernel layout, with matching output allocation."""
+
+    __slots__ = ("array", "channels", "dtype", "layout", "shape")
+
+    def __init__(self, x: Tensor) -> None:
+        x = x.detach()
+        n, c, length = x.shape
+        self.shape, self.channels, self.dtype = (n, c, length), c, x.dtype
+        if x.is_contiguous() and length != 1:
+            self.layout, self.array = "ncl", x.numpy()
+        elif x.transpose(1, 2).is_contiguous():
+            self.layout, self.array = "nlc", x.transpose(1, 2).reshape(n * length, c).numpy()
+        elif length == 1:
+            self.layout, self.array = "nlc", x.reshape(n, c).contiguous().numpy()
+        else:
+            self.layout, self.array = "ncl", x.contiguous().numpy()
+
+    def like(self, t: Tensor) -> np.ndarray:
+        """``t`` (same shape as x, e.g. a grad) as an array in x's kernel layout."""
+        t = t.detach()
+        n, c, length = self.shape
+        if t.dtype != self.dtype:
+            t = t.to(self.dtype)
+        if self.layout == "ncl":
+            return t.contiguous().numpy()
+        return t.transpose(1, 2).contiguous().reshape(n * length, c).numpy()
+
+    def empty(self) -> tuple[Tensor, np.ndarray]:
+        """A new ``(N, C, L)`` tensor in x's layout, and its array for the kernel."""
+        n, c, length = self.shape
+        if self.layout == "ncl":
+            out = torch.empty((n, c, length), dtype=self.dtype)
+            return out, out.numpy()
+        base = torch.empty((n, length, c), dtype=self.dtype)
+        return base.transpose(1, 2), base.view(n * length, c).numpy()
+
+    def stat(self) -> tuple[Tensor, np.ndarray]:
+        out = torch.empty(self.channels, dtype=self.dtype)
+        return out, out.numpy()
+
+
+def batch_norm_stats(x: Tensor) -> tuple[Tensor, Tensor]:
+    """See :func:`normkit.backends.torch_ops.batch_norm_stats`."""
+    bn = _BN(x)
+    mean, mean_a = bn.stat()
+    var, var_a = bn.stat()
+    _kernel("bn_stats", bn.layout, bn.dtype)(bn.array, mean_a, var_a, _threads())
+    return mean, var
+
+
+def batch_norm_elemt(
+    x: Tensor,
+    mean: Tensor,
+    invstd: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    act: str = "identity",
+    negative_slope: float = 0.01,
+) -> Tensor:
+    """See :func:`normkit.backends.torch_ops.batch_norm_elemt`."""
+    bn = _BN(x)
+    dt = bn.dtype
+    y, y_a = bn.empty()
+    _kernel("bn_elemt", bn.layout, dt)(
+        bn.array, y_a, _vec(mean, dt), _vec(invstd, dt), _vec(weight, dt), _vec(bias, dt),
+        _act(act), float(negative_slope), _threads(),
+    )  # fmt: skip
+    return y
+
+
+def batch_norm_backward_reduce(
+    grad: Tensor,
+    x: Tensor,
+    mean: Tensor,
+    invstd: Tensor,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    act: str = "identity",
+    negative_slope: float = 0.01,
+) -> tuple[Tensor, Tensor]:
+    """See :func:`normkit.backends.torch_ops.batch_norm_backward_reduce`."""
+    bn = _BN(x)
+    dt = bn.dtype
+    sum_dy, sum_dy_a = bn.stat()
+    sum_dy_xhat, sum_dy_xhat_a = bn.stat()
+    _kernel("bn_backward_reduce", bn.layout, dt)(
+        bn.like(grad), bn.array, _vec(mean, dt), _vec(invstd, dt), _vec(weight, dt),
+        _vec(bias, dt), _act(act), float(negative_slope), sum_dy_a, sum_dy_xhat_a, _threads(),
+    )  # fmt: skip
+    return sum_dy, sum_dy_xhat
+
+
+def batch_norm_backward_elemt(
+    grad: Tensor,
+    x: Tensor,
+    mean: Tensor,
+    invstd: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    sum_dy: Tensor | None,
+    sum_dy_xhat: Tensor | None,
+    count: int,
+    act: str = "identity",
+    negative_slope: float = 0.01,
+) -> Tensor:
+    """See :func:`normkit.backends.torch_ops.batch_norm_backward_elemt`."""
+    bn = _BN(x)
+    dt = bn.dtype
+    constant = sum_dy is None or sum_dy_xhat is None
+    dx, dx_a = bn.empty()
+    _kernel("bn_backward_elemt", bn.layout, dt)(
+        bn.like(grad), bn.array, dx_a, _vec(mean, dt), _vec(invstd, dt), _vec(weight, dt),
+        _vec(bias, dt), _vec(None if constant else sum_dy, dt),
+        _vec(None if constant else sum_dy_xhat, dt), int(count), _act(act),
+        float(negative_slope), _threads(),
+    )  # fmt: skip
+    return dx
+
+
+def batch_norm_forward(
+    x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """See :func:`normkit.backends.torch_ops.batch_norm_forward`."""
+    bn = _BN(x)
+    dt = bn.dtype
+    y, y_a = bn.empty()
+    mean, mean_a = bn.stat()
+    var, var_a = bn.stat()
+    _kernel("bn_forward", bn.layout, dt)(
+        bn.array, y_a, _vec(weight, dt), _vec(bias, dt), float(eps), 0, 0.0, mean_a, var_a,
+        _threads(),
+    )  # fmt: skip
+    return y, mean, var
+
+
+def batch_norm_backward(
+    grad: Tensor,
+    x: Tensor,
+    weight: Tensor | None,
+    mean: Tensor,
+    var: Tensor,
+    eps: float,
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """See :func:`normkit.backends.torch_ops.batch_norm_backward`."""
+    bn = _BN(x)
+    dt = bn.dtype
+    dx, dx_a = bn.empty()
+    dweight, dweight_a = bn.stat()
+    dbias, dbias_a = bn.stat()
+    _kernel("bn_backward", bn.layout, dt)(
+        bn.like(grad), bn.array, dx_a, _vec(weight, dt), _vec(mean, dt), _vec(var, dt),
+        float(eps), dweight_a, dbias_a, _threads(),
+    )  # fmt: skip
+    return dx, dweight if weight is not None else None, dbias
+
+
+def batch_norm_eval_forward(
+    x: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+) -> Tensor:
+    """See :func:`normkit.backends.torch_ops.batch_norm_eval_forward`."""
+    bn = _BN(x)
+    dt = bn.dtype
+    y, y_a = bn.empty()
+    _kernel("bn_eval_forward", bn.layout, dt)(
+        bn.array, y_a, _vec(running_mean, dt), _vec(running_var, dt), _vec(weight, dt),
+        _vec(bias, dt), float(eps), _threads(),
+    )  # fmt: skip
+    return y
+
+
+def batch_norm_eval_backward(
+    grad: Tensor,
+    x: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    weight: Tensor | None,
+    eps: float,
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """See :func:`normkit.backends.torch_ops.batch_norm_eval_backward`."""
+    bn = _BN(x)
+    dt = bn.dtype
+    dx, dx_a = bn.empty()
+    dweight, dweight_a = bn.stat()
+    dbias, dbias_a = bn.stat()
+    _kernel("bn_eval_backward", bn.layout, dt)(
+        bn.like(grad), bn.array, dx_a, _vec(running_mean, dt), _vec(running_var, dt),
+        _vec(weight, dt), float(eps), dweight_a, dbias_a, _threads(),
+    )  # fmt: skip
+    return dx, dweight if weight is not None else None, dbias
+
+
+OPS = {
+    "batch_norm_stats": batch_norm_stats,
+    "batch_norm_elemt": batch_norm_elemt,
+    "batch_norm_backward_reduce": batch_norm_backward_reduce,
+    "batch_norm_backward_elemt": batch_norm_backward_elemt,
+    "batch_norm_forward": batch_norm_forward,
+    "batch_norm_backward": batch_norm_backward,
+    "batch_norm_eval_forward": batch_norm_eval_forward,
+    "batch_norm_eval_backward": batch_norm_eval_backward,
+}
+
+register_backend("numba", supports)
+for _name, _fn in OPS.items():
+    register(_name, "numba", _fn)

@@ -1,0 +1,159 @@
+"""The numba backend as the dispatcher sees it: selection, forcing, autograd, threads."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+import normkit as nk
+from normkit.backends import get_impl, torch_ops
+from normkit.config import ENV_VAR, BackendUnavailableError
+from tests.kernels.conftest import numba_backend, torch_threads
+
+nb = numba_backend
+OPS = sorted(
+    {op for (op, backend) in __import__("normkit.backends").backends._IMPLS if backend == "torch"}
+)
+
+
+def test_auto_selection_prefers_numba_for_cpu_float(monkeypatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    x = torch.randn(2, 3, 4)
+    assert get_impl("batch_norm_forward", x) is nb.batch_norm_forward
+    assert get_impl("batch_norm_forward", x.double()) is nb.batch_norm_forward
+    # Not supported: falls back to the torch backend silently.
+    assert get_impl("batch_norm_forward", x.half()) is torch_ops.batch_norm_forward
+    assert get_impl("batch_norm_forward", x[:0]) is torch_ops.batch_norm_forward
+
+
+def test_env_var_and_context_force_the_torch_backend(monkeypatch):
+    x = torch.randn(2, 3, 4)
+    monkeypatch.setenv(ENV_VAR, "torch")
+    assert get_impl("batch_norm_forward", x) is torch_ops.batch_norm_forward
+    with nk.use_backend("auto"):
+        assert get_impl("batch_norm_forward", x) is nb.batch_norm_forward
+    monkeypatch.delenv(ENV_VAR)
+    with nk.use_backend("torch"):
+        assert get_impl("batch_norm_forward", x) is torch_ops.batch_norm_forward
+    assert get_impl("batch_norm_forward", x, backend="torch") is torch_ops.batch_norm_forward
+
+
+def test_numba_asked_for_by_name_raises_on_unsupported_tensors():
+    with pytest.raises(BackendUnavailableError, match=r"numba.*torch.float16"):
+        get_impl("batch_norm_forward", torch.randn(2, 3, 4).half(), backend="numba")
+
+
+@pytest.mark.parametrize("op", [op for op in OPS if op.startswith("batch_norm")])
+def test_every_torch_op_has_a_numba_twin_with_the_same_signature(op):
+    import inspect
+
+    numba_fn = get_impl(op, torch.randn(2, 3, 4), backend="numba")
+    torch_fn = get_impl(op, torch.randn(2, 3, 4), backend="torch")
+    assert inspect.signature(numba_fn) == inspect.signature(torch_fn)
+
+
+# ---------------------------------------------------------------------------------------
+# Autograd through the numba backend, float64.
+
+
+def _bn_train(x, w, b):
+    return nk.functional.batch_norm(x, None, None, w, b, training=True, backend="numba")
+
+
+def _bn_eval(x, w, b):
+    rm = torch.linspace(-1, 1, x.shape[1], dtype=x.dtype)
+    rv = torch.linspace(0.5, 2, x.shape[1], dtype=x.dtype)
+    return nk.functional.batch_norm(x, rm, rv, w, b, training=False, backend="numba")
+
+
+CASES = [
+    pytest.param(_bn_train, (3, 4, 5), False, id="bn-train"),
+    pytest.param(_bn_train, (3, 4, 3, 2), True, id="bn-train-channels_last"),
+    pytest.param(_bn_train, (6, 4), False, id="bn1d-train"),
+    pytest.param(_bn_eval, (3, 4, 5), False, id="bn-eval"),
+    pytest.param(_bn_eval, (3, 4, 3, 2), True, id="bn-eval-channels_last"),
+]
+
+
+@pytest.mark.parametrize(("fn", "shape", "channels_last"), CASES)
+def test_gradcheck_and_gradgradcheck_float64(fn, shape, channels_last):
+    x = torch.randn(shape, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    w = torch.randn(shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.randn(shape[1], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(fn, (x, w, b))
+    assert torch.autograd.gradgradcheck(fn, (x, w, b))
+
+
+def test_grads_of_sum_backward_use_expanded_gradients():
+    """``.sum().backward()`` hands the kernels a stride-0 gradient."""
+    x = torch.randn(4, 3, 6, 5, requires_grad=True)
+    layer = nk.nn.BatchNorm2d(3)
+    layer(x).sum().backward()
+    reference = torch.nn.BatchNorm2d(3)
+    x_ref = x.detach().clone().requires_grad_(True)
+    reference(x_ref).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, atol=1e-5, rtol=0)
+    torch.testing.assert_close(layer.bias.grad, reference.bias.grad)
+
+
+# ---------------------------------------------------------------------------------------
+# Threads.
+
+
+def test_kernel_threads_follow_torch():
+    from normkit.kernels import _jit
+
+    x = torch.randn(4, 3, 50)
+    for count in (1, 2, 1):
+        with torch_threads(count):
+            nb.batch_norm_forward(x, None, None, 1e-5)
+            assert _jit._local.threads == min(count, _jit.numba.config.NUMBA_NUM_THREADS)
+            assert torch.get_num_threads() == count
+
+
+def test_four_python_threads_share_layers_in_eval_mode():
+    """An inference server: four threads run the same eval-mode layers concurrently."""
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(
+        nk.nn.BatchNorm2d(8),
+        torch.nn.Conv2d(8, 8, 3, padding=1),
+        nk.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+    )
+    with torch.no_grad():
+        for bn in (model[0], model[2]):
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.normal_()
+            bn.bias.normal_()
+    model.eval()
+    inputs = [torch.randn(16, 8, 12, 12) for _ in range(4)]
+    with torch.no_grad():
+        expected = [model(x) for x in inputs]
+    x_cl = inputs[0].contiguous(memory_format=torch.channels_last)
+    results: dict[int, list[bool]] = {i: [] for i in range(4)}
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def worker(i):
+        try:
+            barrier.wait()
+            with torch.no_grad():
+                for _ in range(25):
+                    results[i].append(torch.allclose(model(inputs[i]), expected[i], atol=1e-5))
+                    results[i].append(torch.allclose(model(x_cl), expected[0], atol=1e-5))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert all(all(r) and len(r) == 50 for r in results.values())
