@@ -45,12 +45,17 @@ def test_numba_asked_for_by_name_raises_on_unsupported_tensors():
         get_impl("batch_norm_forward", torch.randn(2, 3, 4).half(), backend="numba")
 
 
-@pytest.mark.parametrize("op", [op for op in OPS if op.startswith("batch_norm")])
+def test_the_op_list_is_complete():
+    assert len(OPS) == 12, OPS
+
+
+@pytest.mark.parametrize("op", OPS)
 def test_every_torch_op_has_a_numba_twin_with_the_same_signature(op):
     import inspect
 
     numba_fn = get_impl(op, torch.randn(2, 3, 4), backend="numba")
     torch_fn = get_impl(op, torch.randn(2, 3, 4), backend="torch")
+    assert numba_fn.__module__ == "normkit.backends.numba_backend"
     assert inspect.signature(numba_fn) == inspect.signature(torch_fn)
 
 
@@ -68,7 +73,28 @@ def _bn_eval(x, w, b):
     return nk.functional.batch_norm(x, rm, rv, w, b, training=False, backend="numba")
 
 
+def _group(x, w, b):
+    return nk.functional.group_norm(x, 2, w, b, backend="numba")
+
+
+def _instance(x, w, b):
+    return nk.functional.instance_norm(x, weight=w, bias=b, backend="numba")
+
+
+def _layer(x, w, b):
+    return nk.functional.layer_norm(x, (x.shape[1],), w, b, backend="numba")
+
+
+def _rms(x, w, b):
+    return nk.functional.rms_norm(x, (x.shape[1],), w, eps=1e-6, backend="numba")
+
+
 CASES = [
+    pytest.param(_group, (3, 4, 5), False, id="group"),
+    pytest.param(_group, (3, 4, 3, 2), True, id="group-channels_last"),
+    pytest.param(_instance, (2, 4, 5), False, id="instance"),
+    pytest.param(_layer, (5, 4), False, id="layer"),
+    pytest.param(_rms, (5, 4), False, id="rms"),
     pytest.param(_bn_train, (3, 4, 5), False, id="bn-train"),
     pytest.param(_bn_train, (3, 4, 3, 2), True, id="bn-train-channels_last"),
     pytest.param(_bn_train, (6, 4), False, id="bn1d-train"),

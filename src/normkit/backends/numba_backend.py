@@ -85,23 +85,37 @@ def _vec(t: Tensor | None, dtype: torch.dtype) -> np.ndarray:
 # Batch norm layouts: "ncl" = (N, C, L) contiguous; "nlc" = channels fastest, as (N*L, C).
 
 
+def _like_input(out: Tensor, x: Tensor) -> Tensor:
+    """``out`` (computed from a contiguous copy of ``x``) with the strides the torch backend
+    gives: ``x``'s own when ``x`` is dense, else contiguous."""
+    target = torch.empty_like(x)
+    if target.stride() == out.stride():
+        return out
+    return target.copy_(out)
+
+
 class _BN:
     """``x (N, C, L)`` resolved to a kernel layout, with matching output allocation."""
 
-    __slots__ = ("array", "channels", "dtype", "layout", "shape")
+    __slots__ = ("array", "channels", "dtype", "layout", "shape", "source")
 
     def __init__(self, x: Tensor) -> None:
         x = x.detach()
         n, c, length = x.shape
         self.shape, self.channels, self.dtype = (n, c, length), c, x.dtype
+        self.source = None
         if x.is_contiguous() and length != 1:
             self.layout, self.array = "ncl", x.numpy()
         elif x.transpose(1, 2).is_contiguous():
             self.layout, self.array = "nlc", x.transpose(1, 2).reshape(n * length, c).numpy()
         elif length == 1:
             self.layout, self.array = "nlc", x.reshape(n, c).contiguous().numpy()
-        else:
-            self.layout, self.array = "ncl", x.contiguous().numpy()
+        else:  # no kernel layout: compute on a contiguous copy
+            self.layout, self.array, self.source = "ncl", x.contiguous().numpy(), x
+
+    def result(self, out: Tensor) -> Tensor:
+        """An output from :meth:`empty` in the layout the torch backend would give."""
+        return out if self.source is None else _like_input(out, self.source)
 
     def like(self, t: Tensor) -> np.ndarray:
         """``t`` (same shape as x, e.g. a grad) as an array in x's kernel layout."""
@@ -153,7 +167,7 @@ def batch_norm_elemt(
         bn.array, y_a, _vec(mean, dt), _vec(invstd, dt), _vec(weight, dt), _vec(bias, dt),
         _act(act), float(negative_slope), _threads(),
     )  # fmt: skip
-    return y
+    return bn.result(y)
 
 
 def batch_norm_backward_reduce(
@@ -202,7 +216,7 @@ def batch_norm_backward_elemt(
         _vec(None if constant else sum_dy_xhat, dt), int(count), _act(act),
         float(negative_slope), _threads(),
     )  # fmt: skip
-    return dx
+    return bn.result(dx)
 
 
 def batch_norm_forward(
@@ -218,7 +232,7 @@ def batch_norm_forward(
         bn.array, y_a, _vec(weight, dt), _vec(bias, dt), float(eps), 0, 0.0, mean_a, var_a,
         _threads(),
     )  # fmt: skip
-    return y, mean, var
+    return bn.result(y), mean, var
 
 
 def batch_norm_backward(
@@ -239,7 +253,7 @@ def batch_norm_backward(
         bn.like(grad), bn.array, dx_a, _vec(weight, dt), _vec(mean, dt), _vec(var, dt),
         float(eps), dweight_a, dbias_a, _threads(),
     )  # fmt: skip
-    return dx, dweight if weight is not None else None, dbias
+    return bn.result(dx), dweight if weight is not None else None, dbias
 
 
 def batch_norm_eval_forward(
@@ -258,7 +272,7 @@ def batch_norm_eval_forward(
         bn.array, y_a, _vec(running_mean, dt), _vec(running_var, dt), _vec(weight, dt),
         _vec(bias, dt), float(eps), _threads(),
     )  # fmt: skip
-    return y
+    return bn.result(y)
 
 
 def batch_norm_eval_backward(
@@ -279,7 +293,94 @@ def batch_norm_eval_backward(
         bn.like(grad), bn.array, dx_a, _vec(running_mean, dt), _vec(running_var, dt),
         _vec(weight, dt), float(eps), dweight_a, dbias_a, _threads(),
     )  # fmt: skip
-    return dx, dweight if weight is not None else None, dbias
+    return bn.result(dx), dweight if weight is not None else None, dbias
+
+
+# ---------------------------------------------------------------------------------------
+# Group norm (x (N, C, L), stats (N, G)) and row norms (x (R, D), stats (R,)).
+
+
+def _contiguous(t: Tensor, dtype: torch.dtype) -> np.ndarray:
+    t = t.detach()
+    if t.dtype != dtype:
+        t = t.to(dtype)
+    return t.contiguous().numpy()
+
+
+def _result(out: Tensor, x: Tensor) -> Tensor:
+    return out if x.is_contiguous() else _like_input(out, x)
+
+
+def group_norm_forward(
+    x: Tensor, groups: int, weight: Tensor | None, bias: Tensor | None, eps: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """See :func:`normkit.backends.torch_ops.group_norm_forward`."""
+    dt = x.dtype
+    n, c, length = x.shape
+    y = torch.empty((n, c, length), dtype=dt)
+    stats = torch.empty((2, n, groups), dtype=dt)
+    _kernel("gn_forward", "ncl", dt)(
+        _contiguous(x, dt), y.numpy(), int(groups), _vec(weight, dt), _vec(bias, dt),
+        float(eps), stats[0].view(-1).numpy(), stats[1].view(-1).numpy(), _threads(),
+    )  # fmt: skip
+    return _result(y, x), stats[0], stats[1]
+
+
+def group_norm_backward(
+    grad: Tensor,
+    x: Tensor,
+    groups: int,
+    weight: Tensor | None,
+    mean: Tensor,
+    var: Tensor,
+    eps: float,
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """See :func:`normkit.backends.torch_ops.group_norm_backward`."""
+    dt = x.dtype
+    n, c, length = x.shape
+    dx = torch.empty((n, c, length), dtype=dt)
+    pgrads = torch.empty((2, c), dtype=dt)
+    _kernel("gn_backward", "ncl", dt)(
+        _contiguous(grad, dt), _contiguous(x, dt), dx.numpy(), int(groups), _vec(weight, dt),
+        _vec(mean, dt), _vec(var, dt), float(eps), pgrads[0].numpy(), pgrads[1].numpy(),
+        _threads(),
+    )  # fmt: skip
+    return _result(dx, x), pgrads[0] if weight is not None else None, pgrads[1]
+
+
+def row_norm_forward(
+    x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, center: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """See :func:`normkit.backends.torch_ops.row_norm_forward`."""
+    dt = x.dtype
+    y = torch.empty(x.shape, dtype=dt)
+    stats = torch.empty((2, x.shape[0]), dtype=dt)
+    _kernel("row_forward", "rows", dt)(
+        _contiguous(x, dt), y.numpy(), _vec(weight, dt), _vec(bias, dt), float(eps),
+        bool(center), stats[0].numpy(), stats[1].numpy(), _threads(),
+    )  # fmt: skip
+    return _result(y, x), stats[0], stats[1]
+
+
+def row_norm_backward(
+    grad: Tensor,
+    x: Tensor,
+    weight: Tensor | None,
+    mean: Tensor,
+    var: Tensor,
+    eps: float,
+    center: bool,
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """See :func:`normkit.backends.torch_ops.row_norm_backward`."""
+    dt = x.dtype
+    dx = torch.empty(x.shape, dtype=dt)
+    pgrads = torch.empty((2, x.shape[1]), dtype=dt)
+    _kernel("row_backward", "rows", dt)(
+        _contiguous(grad, dt), _contiguous(x, dt), dx.numpy(), _vec(weight, dt),
+        _vec(mean, dt), _vec(var, dt), float(eps), bool(center), pgrads[0].numpy(),
+        pgrads[1].numpy(), _threads(),
+    )  # fmt: skip
+    return _result(dx, x), pgrads[0] if weight is not None else None, pgrads[1]
 
 
 OPS = {
@@ -291,6 +392,10 @@ OPS = {
     "batch_norm_backward": batch_norm_backward,
     "batch_norm_eval_forward": batch_norm_eval_forward,
     "batch_norm_eval_backward": batch_norm_eval_backward,
+    "group_norm_forward": group_norm_forward,
+    "group_norm_backward": group_norm_backward,
+    "row_norm_forward": row_norm_forward,
+    "row_norm_backward": row_norm_backward,
 }
 
 register_backend("numba", supports)
