@@ -23,6 +23,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks examples
 	$(PY) -m ruff format --check src tests benchmarks examples
+	$(PY) -m normkit warmup --quiet
 	$(PY) -m pytest -n 2 --timeout 900
 
 lint: $(STAMP)
@@ -33,7 +34,11 @@ format: $(STAMP)
 	$(PY) -m ruff check --fix src tests benchmarks examples
 
 bench: $(STAMP)
+	$(PY) -m normkit warmup --quiet
 	$(PY) benchmarks/bench_layers.py
+
+warmup: $(STAMP)
+	$(PY) -m normkit warmup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

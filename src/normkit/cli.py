@@ -16,6 +16,7 @@ from collections.abc import Sequence
 # parser sets ``func(args) -> int`` as its default.
 COMMAND_MODULES: list[str] = [
     "normkit.demo",
+    "normkit.backends.warmup",
 ]
 
 

@@ -183,3 +183,28 @@ def test_four_python_threads_share_layers_in_eval_mode():
         t.join()
     assert not errors, errors
     assert all(all(r) and len(r) == 50 for r in results.values())
+
+
+def _forked_child(queue):
+    layer = nk.nn.BatchNorm2d(4)
+    x = torch.arange(2 * 4 * 5 * 5, dtype=torch.float32).reshape(2, 4, 5, 5)
+    queue.put((nb.supports(x), layer(x).detach().numpy()))
+
+
+def test_a_forked_child_falls_back_to_torch_instead_of_dying():
+    """GNU OpenMP cannot start parallel regions after fork (Numba would kill the child, e.g.
+    a DataLoader worker): the child runs the torch backend, with the same results."""
+    import multiprocessing
+
+    nb.batch_norm_forward(torch.randn(2, 3, 40), None, None, 1e-5)  # the pool is running
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    with torch_threads(1):  # as DataLoader workers run
+        child = ctx.Process(target=_forked_child, args=(queue,))
+        child.start()
+        supported, y = queue.get(timeout=60)
+        child.join(60)
+    assert child.exitcode == 0
+    assert supported == (nb.THREADING_LAYER != "omp")
+    x = torch.arange(2 * 4 * 5 * 5, dtype=torch.float32).reshape(2, 4, 5, 5)
+    torch.testing.assert_close(torch.from_numpy(y), torch.nn.BatchNorm2d(4)(x).detach())

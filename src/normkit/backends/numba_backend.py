@@ -13,16 +13,21 @@ count to ``torch.get_num_threads()`` for the calling thread. Kernels compile per
 
 Accepted tensors (``supports``): non-empty float32/float64 CPU tensors with the strided
 layout. Everything else (float16, bfloat16, CUDA, empty batches) is served by the torch
-backend when the backend is chosen automatically.
+backend when the backend is chosen automatically, and so is everything in a process forked
+from one that already ran the OpenMP kernels (DataLoader workers): GNU OpenMP cannot start
+parallel regions after a fork.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from normkit.backends import register, register_backend
+from normkit.backends.buffer_pool import BufferPool
 from normkit.backends.torch_ops import ACTIVATIONS
 from normkit.kernels import ACT_CODES, KERNELS, set_threads, start_threads
 
@@ -30,9 +35,15 @@ _NP = {torch.float32: np.float32, torch.float64: np.float64}
 _EMPTY = {dtype: np.empty(0, np_dtype) for dtype, np_dtype in _NP.items()}
 
 
+#: Large outputs (y, dx) come from here: reused once nothing refers to them (no page faults).
+buffers = BufferPool.from_env()
+
+_usable = True  # False in a forked child of a process running GNU OpenMP kernels
+
+
 def supports(x: Tensor) -> bool:
     """Non-empty float32/float64 strided CPU tensors (any strides)."""
-    return x.dtype in _NP and x.is_cpu and x.layout == torch.strided and x.numel() > 0
+    return _usable and x.dtype in _NP and x.is_cpu and x.layout == torch.strided and x.numel() > 0
 
 
 def _start_threads() -> str:
@@ -45,6 +56,17 @@ def _start_threads() -> str:
 
 
 THREADING_LAYER = _start_threads()
+
+
+def _after_fork_in_child() -> None:
+    """GNU OpenMP cannot run parallel regions in a forked child (Numba terminates the child
+    on the first launch), e.g. in DataLoader workers: serve the child from the torch backend."""
+    global _usable
+    if THREADING_LAYER == "omp":
+        _usable = False
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _threads() -> int:
@@ -78,7 +100,9 @@ def _vec(t: Tensor | None, dtype: torch.dtype) -> np.ndarray:
     t = t.detach()
     if t.dtype != dtype:
         t = t.to(dtype)
-    return t.reshape(-1).contiguous().numpy()
+    if t.dim() != 1 or not t.is_contiguous():
+        t = t.reshape(-1).contiguous()
+    return t.numpy()
 
 
 # ---------------------------------------------------------------------------------------
@@ -94,50 +118,65 @@ def _like_input(out: Tensor, x: Tensor) -> Tensor:
     return target.copy_(out)
 
 
-class _BN:
-    """``x (N, C, L)`` resolved to a kernel layout, with matching output allocation."""
+def _is_nlc(t: Tensor, n: int, c: int, length: int) -> bool:
+    """``t (N, C, L)`` is an (N, L, C) buffer seen through a transpose (channels_last)."""
+    s0, s1, s2 = t.stride()
+    return (c == 1 or s1 == 1) and (length == 1 or s2 == c) and (n == 1 or s0 == c * length)
 
-    __slots__ = ("array", "channels", "dtype", "layout", "shape", "source")
+
+class _BN:
+    """``x (N, C, L)`` resolved to a kernel layout, with matching output allocation.
+
+    ``ncl``: x is contiguous; ``nlc``: x is channels-last (or L == 1), seen by the kernels
+    as ``(N*L, C)`` rows. Any other strides are copied to contiguous first (``source``
+    keeps the original so outputs get the strides the torch backend would give).
+    """
+
+    __slots__ = ("array", "dtype", "layout", "shape", "source", "x")
 
     def __init__(self, x: Tensor) -> None:
         x = x.detach()
-        n, c, length = x.shape
-        self.shape, self.channels, self.dtype = (n, c, length), c, x.dtype
-        self.source = None
-        if x.is_contiguous() and length != 1:
-            self.layout, self.array = "ncl", x.numpy()
-        elif x.transpose(1, 2).is_contiguous():
-            self.layout, self.array = "nlc", x.transpose(1, 2).reshape(n * length, c).numpy()
-        elif length == 1:
-            self.layout, self.array = "nlc", x.reshape(n, c).contiguous().numpy()
+        n, c, length = shape = x.shape
+        self.shape, self.dtype, self.source = shape, x.dtype, None
+        if length == 1 and _is_nlc(x, n, c, length):
+            self.layout, self.x, self.array = "nlc", x, x.numpy().reshape(n, c)
+        elif x.is_contiguous():
+            self.layout, self.x, self.array = "ncl", x, x.numpy()
+        elif _is_nlc(x, n, c, length):
+            self.layout, self.x = "nlc", x
+            self.array = x.numpy().transpose(0, 2, 1).reshape(n * length, c)
         else:  # no kernel layout: compute on a contiguous copy
-            self.layout, self.array, self.source = "ncl", x.contiguous().numpy(), x
+            self.layout, self.source = "ncl", x
+            self.x = x.contiguous()
+            self.array = self.x.numpy()
+
+    def _rows(self, a: np.ndarray) -> np.ndarray:
+        n, c, length = self.shape
+        return a.transpose(0, 2, 1).reshape(n * length, c)
+
+    def like(self, t: Tensor) -> np.ndarray:
+        """``t`` (same shape as x, e.g. a grad) as an array in x's kernel layout."""
+        t = t.detach()
+        if t.dtype != self.dtype:
+            t = t.to(self.dtype)
+        if self.layout == "ncl":
+            return t.contiguous().numpy()
+        if not _is_nlc(t, *self.shape):
+            t = torch.empty_like(self.x).copy_(t)
+        return self._rows(t.numpy())
+
+    def empty(self) -> tuple[Tensor, np.ndarray]:
+        """A new ``(N, C, L)`` tensor with x's strides, and its array for the kernel."""
+        out = buffers.empty_like(self.x)
+        array = out.numpy()
+        return out, (array if self.layout == "ncl" else self._rows(array))
 
     def result(self, out: Tensor) -> Tensor:
         """An output from :meth:`empty` in the layout the torch backend would give."""
         return out if self.source is None else _like_input(out, self.source)
 
-    def like(self, t: Tensor) -> np.ndarray:
-        """``t`` (same shape as x, e.g. a grad) as an array in x's kernel layout."""
-        t = t.detach()
-        n, c, length = self.shape
-        if t.dtype != self.dtype:
-            t = t.to(self.dtype)
-        if self.layout == "ncl":
-            return t.contiguous().numpy()
-        return t.transpose(1, 2).contiguous().reshape(n * length, c).numpy()
-
-    def empty(self) -> tuple[Tensor, np.ndarray]:
-        """A new ``(N, C, L)`` tensor in x's layout, and its array for the kernel."""
-        n, c, length = self.shape
-        if self.layout == "ncl":
-            out = torch.empty((n, c, length), dtype=self.dtype)
-            return out, out.numpy()
-        base = torch.empty((n, length, c), dtype=self.dtype)
-        return base.transpose(1, 2), base.view(n * length, c).numpy()
-
     def stat(self) -> tuple[Tensor, np.ndarray]:
-        out = torch.empty(self.channels, dtype=self.dtype)
+        out = torch.empty(self.shape[1], dtype=self.dtype)
         return out, out.numpy()
 
 
@@ -317,7 +356,7 @@ def group_norm_forward(
     """See :func:`normkit.backends.torch_ops.group_norm_forward`."""
     dt = x.dtype
     n, c, length = x.shape
-    y = torch.empty((n, c, length), dtype=dt)
+    y = buffers.empty((n, c, length), (c * length, length, 1), dt)
     stats = torch.empty((2, n, groups), dtype=dt)
     _kernel("gn_forward", "ncl", dt)(
         _contiguous(x, dt), y.numpy(), int(groups), _vec(weight, dt), _vec(bias, dt),
@@ -338,7 +377,7 @@ def group_norm_backward(
     """See :func:`normkit.backends.torch_ops.group_norm_backward`."""
     dt = x.dtype
     n, c, length = x.shape
-    dx = torch.empty((n, c, length), dtype=dt)
+    dx = buffers.empty((n, c, length), (c * length, length, 1), dt)
     pgrads = torch.empty((2, c), dtype=dt)
     _kernel("gn_backward", "ncl", dt)(
         _contiguous(grad, dt), _contiguous(x, dt), dx.numpy(), int(groups), _vec(weight, dt),
@@ -353,7 +392,7 @@ def row_norm_forward(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """See :func:`normkit.backends.torch_ops.row_norm_forward`."""
     dt = x.dtype
-    y = torch.empty(x.shape, dtype=dt)
+    y = buffers.empty(x.shape, (x.shape[1], 1), dt)
     stats = torch.empty((2, x.shape[0]), dtype=dt)
     _kernel("row_forward", "rows", dt)(
         _contiguous(x, dt), y.numpy(), _vec(weight, dt), _vec(bias, dt), float(eps),
@@ -373,7 +412,7 @@ def row_norm_backward(
 ) -> tuple[Tensor, Tensor | None, Tensor]:
     """See :func:`normkit.backends.torch_ops.row_norm_backward`."""
     dt = x.dtype
-    dx = torch.empty(x.shape, dtype=dt)
+    dx = buffers.empty(x.shape, (x.shape[1], 1), dt)
     pgrads = torch.empty((2, x.shape[1]), dtype=dt)
     _kernel("row_backward", "rows", dt)(
         _contiguous(grad, dt), _contiguous(x, dt), dx.numpy(), _vec(weight, dt),
