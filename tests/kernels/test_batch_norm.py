@@ -32,6 +32,7 @@ SHAPES = [
     pytest.param((3, 2, 40001), id="chunks-cross-planes"),
     pytest.param((700, 130, 1), id="bn1d-many-rows"),
     pytest.param((2, 600, 70), id="many-channels"),
+    pytest.param((700, 3, 40), id="short-planes-many-rows"),
 ]
 
 

@@ -44,6 +44,10 @@ from normkit.kernels._common import (
 )
 from normkit.kernels._jit import entry, kernel
 
+# Planes shorter than this are processed as rows of C * L values with per-position
+# coefficients: a loop over 49 values (7x7) would run mostly in the scalar remainder (R8).
+SHORT_PLANE = 64
+
 # ---------------------------------------------------------------------------------------
 # ncl: x (N, C, L) flattened; plane p = n * M + m has coefficient index m = p % M.
 
@@ -137,10 +141,41 @@ def _ncl_shift(xf, N, M, L):
 
 
 @kernel
+def _expand(v, L):
+    """Per-channel ``v (C,)`` -> per-position ``(C * L,)``: ``out[c * L + l] = v[c]``."""
+    out = np.empty(v.shape[0] * L, v.dtype)
+    for c in range(v.shape[0]):
+        for j in range(L):
+            out[c * L + j] = v[c]
+    return out
+
+
+@kernel
+def _fold(parts, L):
+    """``(chunks, C * L)`` float64 partials -> per-channel sums ``(C,)``."""
+    C = parts.shape[1] // L
+    out = np.zeros(C)
+    for t in range(parts.shape[0]):
+        for c in range(C):
+            s = 0.0
+            for j in range(L):
+                s += parts[t, c * L + j]
+            out[c] += s
+    return out
+
+
+@kernel
 def _ncl_moments(x, threads):
     N, M, L = x.shape
     xf = x.reshape(-1)
     shift = _ncl_shift(xf, N, M, L)
+    if L < SHORT_PLANE:  # rows of C * L values, per-position shift (vectorizes)
+        x2 = x.reshape(N, M * L)
+        bounds, cb = _nlc_split(N, M * L, threads)
+        s1 = np.zeros((bounds.shape[0] - 1, M * L))
+        s2 = np.zeros((bounds.shape[0] - 1, M * L))
+        _nlc_sums(x2, _expand(shift, L), bounds, cb, s1, s2)
+        return shift, _fold(s1, L), _fold(s2, L)
     bounds = chunk_bounds(N * M * L, 1, threads, 16)
     s1 = np.zeros((bounds.shape[0] - 1, M))
     s2 = np.zeros((bounds.shape[0] - 1, M))
@@ -151,6 +186,13 @@ def _ncl_moments(x, threads):
 @kernel
 def _ncl_apply_all(x, y, mh, a, b, act, slope, threads):
     N, M, L = x.shape
+    if L < SHORT_PLANE:
+        bounds = chunk_bounds(N, M * L, threads, 1)
+        _nlc_apply(
+            x.reshape(N, M * L), y.reshape(N, M * L), _expand(mh, L), _expand(a, L),
+            _expand(b, L), bounds, act, slope,
+        )  # fmt: skip
+        return
     bounds = chunk_bounds(N * M * L, 1, threads, 16)
     _ncl_apply(x.reshape(-1), y.reshape(-1), L, M, mh, a, b, bounds, act, slope)
 
@@ -158,6 +200,15 @@ def _ncl_apply_all(x, y, mh, a, b, act, slope, threads):
 @kernel
 def _ncl_grad_moments(g, x, mh, a, b, act, slope, threads):
     N, M, L = x.shape
+    if L < SHORT_PLANE:
+        bounds, cb = _nlc_split(N, M * L, threads)
+        s1 = np.zeros((bounds.shape[0] - 1, M * L))
+        s2 = np.zeros((bounds.shape[0] - 1, M * L))
+        _nlc_grad_sums(
+            g.reshape(N, M * L), x.reshape(N, M * L), _expand(mh, L), _expand(a, L),
+            _expand(b, L), bounds, cb, act, slope, s1, s2,
+        )  # fmt: skip
+        return _fold(s1, L), _fold(s2, L)
     bounds = chunk_bounds(N * M * L, 1, threads, 16)
     s1 = np.zeros((bounds.shape[0] - 1, M))
     s2 = np.zeros((bounds.shape[0] - 1, M))
@@ -168,6 +219,14 @@ def _ncl_grad_moments(g, x, mh, a, b, act, slope, threads):
 @kernel
 def _ncl_grad_apply_all(g, x, dx, mh, a, b, k1, k2, k3, act, slope, threads):
     N, M, L = x.shape
+    if L < SHORT_PLANE:
+        bounds = chunk_bounds(N, M * L, threads, 1)
+        _nlc_grad_apply(
+            g.reshape(N, M * L), x.reshape(N, M * L), dx.reshape(N, M * L), _expand(mh, L),
+            _expand(a, L), _expand(b, L), _expand(k1, L), _expand(k2, L), _expand(k3, L),
+            bounds, act, slope,
+        )  # fmt: skip
+        return
     bounds = chunk_bounds(N * M * L, 1, threads, 16)
     _ncl_grad_apply(
         g.reshape(-1), x.reshape(-1), dx.reshape(-1), L, M, mh, a, b, k1, k2, k3, bounds,
