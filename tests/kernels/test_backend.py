@@ -208,3 +208,58 @@ def test_a_forked_child_falls_back_to_torch_instead_of_dying():
     assert supported == (nb.THREADING_LAYER != "omp")
     x = torch.arange(2 * 4 * 5 * 5, dtype=torch.float32).reshape(2, 4, 5, 5)
     torch.testing.assert_close(torch.from_numpy(y), torch.nn.BatchNorm2d(4)(x).detach())
+
+
+def _storages(values):
+    return [v.untyped_storage().data_ptr() for v in values if isinstance(v, torch.Tensor)]
+
+
+def test_no_op_returns_aliasing_tensors():
+    """torch.library custom ops (torch.compile) require outputs that alias nothing."""
+    x, g = torch.randn(3, 4, 70), torch.randn(3, 4, 70)
+    w, b = torch.randn(4), torch.randn(4)
+    mean, var = nb.batch_norm_stats(x)
+    invstd = torch.rsqrt(var + 1e-5)
+    rows, rg = torch.randn(6, 8), torch.randn(6, 8)
+    gm, gv = nb.group_norm_forward(x, 2, w, b, 1e-5)[1:]
+    rm, rv = nb.row_norm_forward(rows, torch.randn(8), None, 1e-5, True)[1:]
+    calls = [
+        ((x,), nb.batch_norm_stats(x)),
+        ((x,), nb.batch_norm_forward(x, w, b, 1e-5)),
+        ((g, x), nb.batch_norm_backward(g, x, w, mean, var, 1e-5)),
+        ((g, x), nb.batch_norm_backward_reduce(g, x, mean, invstd, w, b, "relu")),
+        ((x,), (nb.batch_norm_elemt(x, mean, invstd, w, b, "silu"),)),
+        ((x,), (nb.batch_norm_eval_forward(x, mean, var, w, b, 1e-5),)),
+        ((g, x), nb.batch_norm_eval_backward(g, x, mean, var, w, 1e-5)),
+        ((x,), nb.group_norm_forward(x, 2, w, b, 1e-5)),
+        ((g, x), nb.group_norm_backward(g, x, 2, w, gm, gv, 1e-5)),
+        ((rows,), nb.row_norm_forward(rows, None, None, 1e-5, False)),
+        ((rg, rows), nb.row_norm_backward(rg, rows, torch.randn(8), rm, rv, 1e-5, True)),
+    ]
+    for inputs, outputs in calls:
+        out = _storages(outputs)
+        assert len(set(out)) == len(out), "outputs share storage"
+        assert not set(out) & set(_storages([*inputs, w, b, mean, var])), "output aliases input"
+
+
+def test_torch_compile_runs_the_numba_kernels():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3),
+        nk.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        nk.nn.GroupNorm(2, 8),
+        torch.nn.Flatten(),
+        nk.nn.LayerNorm(8 * 6 * 6),
+    )
+    x = torch.randn(4, 3, 8, 8)
+    compiled = torch.compile(model, backend="eager")
+    y = compiled(x)
+    y.sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    for p in model.parameters():
+        p.grad = None
+    torch.testing.assert_close(model(x), y)
+    model(x).sum().backward()
+    for a, p in zip(grads, model.parameters(), strict=True):
+        torch.testing.assert_close(a, p.grad)

@@ -357,12 +357,13 @@ def group_norm_forward(
     dt = x.dtype
     n, c, length = x.shape
     y = buffers.empty((n, c, length), (c * length, length, 1), dt)
-    stats = torch.empty((2, n, groups), dtype=dt)
+    mean = torch.empty((n, groups), dtype=dt)
+    var = torch.empty((n, groups), dtype=dt)
     _kernel("gn_forward", "ncl", dt)(
         _contiguous(x, dt), y.numpy(), int(groups), _vec(weight, dt), _vec(bias, dt),
-        float(eps), stats[0].view(-1).numpy(), stats[1].view(-1).numpy(), _threads(),
+        float(eps), mean.view(-1).numpy(), var.view(-1).numpy(), _threads(),
     )  # fmt: skip
-    return _result(y, x), stats[0], stats[1]
+    return _result(y, x), mean, var
 
 
 def group_norm_backward(
@@ -378,13 +379,13 @@ def group_norm_backward(
     dt = x.dtype
     n, c, length = x.shape
     dx = buffers.empty((n, c, length), (c * length, length, 1), dt)
-    pgrads = torch.empty((2, c), dtype=dt)
+    dweight = torch.empty(c, dtype=dt)
+    dbias = torch.empty(c, dtype=dt)
     _kernel("gn_backward", "ncl", dt)(
         _contiguous(grad, dt), _contiguous(x, dt), dx.numpy(), int(groups), _vec(weight, dt),
-        _vec(mean, dt), _vec(var, dt), float(eps), pgrads[0].numpy(), pgrads[1].numpy(),
-        _threads(),
+        _vec(mean, dt), _vec(var, dt), float(eps), dweight.numpy(), dbias.numpy(), _threads(),
     )  # fmt: skip
-    return _result(dx, x), pgrads[0] if weight is not None else None, pgrads[1]
+    return _result(dx, x), dweight if weight is not None else None, dbias
 
 
 def row_norm_forward(
@@ -393,12 +394,13 @@ def row_norm_forward(
     """See :func:`normkit.backends.torch_ops.row_norm_forward`."""
     dt = x.dtype
     y = buffers.empty(x.shape, (x.shape[1], 1), dt)
-    stats = torch.empty((2, x.shape[0]), dtype=dt)
+    mean = torch.empty(x.shape[0], dtype=dt)
+    var = torch.empty(x.shape[0], dtype=dt)
     _kernel("row_forward", "rows", dt)(
         _contiguous(x, dt), y.numpy(), _vec(weight, dt), _vec(bias, dt), float(eps),
-        bool(center), stats[0].numpy(), stats[1].numpy(), _threads(),
+        bool(center), mean.numpy(), var.numpy(), _threads(),
     )  # fmt: skip
-    return _result(y, x), stats[0], stats[1]
+    return _result(y, x), mean, var
 
 
 def row_norm_backward(
@@ -413,13 +415,14 @@ def row_norm_backward(
     """See :func:`normkit.backends.torch_ops.row_norm_backward`."""
     dt = x.dtype
     dx = buffers.empty(x.shape, (x.shape[1], 1), dt)
-    pgrads = torch.empty((2, x.shape[1]), dtype=dt)
+    dweight = torch.empty(x.shape[1], dtype=dt)
+    dbias = torch.empty(x.shape[1], dtype=dt)
     _kernel("row_backward", "rows", dt)(
         _contiguous(grad, dt), _contiguous(x, dt), dx.numpy(), _vec(weight, dt),
-        _vec(mean, dt), _vec(var, dt), float(eps), bool(center), pgrads[0].numpy(),
-        pgrads[1].numpy(), _threads(),
+        _vec(mean, dt), _vec(var, dt), float(eps), bool(center), dweight.numpy(),
+        dbias.numpy(), _threads(),
     )  # fmt: skip
-    return _result(dx, x), pgrads[0] if weight is not None else None, pgrads[1]
+    return _result(dx, x), dweight if weight is not None else None, dbias
 
 
 OPS = {
