@@ -47,6 +47,9 @@ from normkit.kernels._jit import entry, kernel
 # Planes shorter than this are processed as rows of C * L values with per-position
 # coefficients: a loop over 49 values (7x7) would run mostly in the scalar remainder (R8).
 SHORT_PLANE = 64
+# Channels-last rows shorter than this are processed TILE_WIDTH // C rows at a time, as one
+# long row with tiled coefficients, so inner loops stay long (C = 64 would be 4 vectors).
+TILE_WIDTH = 2048
 
 # ---------------------------------------------------------------------------------------
 # ncl: x (N, C, L) flattened; plane p = n * M + m has coefficient index m = p % M.
@@ -351,38 +354,134 @@ def _nlc_split(R, C, threads):
 
 
 @kernel
-def _nlc_moments(x, threads):
+def _tile(v, B):
+    """``v (C,)`` repeated ``B`` times: coefficients of ``B`` consecutive rows as one row."""
+    C = v.shape[0]
+    out = np.empty(B * C, v.dtype)
+    for b in range(B):
+        for c in range(C):
+            out[b * C + c] = v[c]
+    return out
+
+
+@kernel
+def _fold_tiles(parts, C):
+    """``(chunks, B * C)`` float64 partials of tiled rows -> per-channel sums ``(C,)``."""
+    out = np.zeros(C)
+    for t in range(parts.shape[0]):
+        for j in range(parts.shape[1]):
+            out[j % C] += parts[t, j]
+    return out
+
+
+@kernel
+def _add_folded(p1, p2, C, s1, s2):
+    f1 = _fold_tiles(p1, C)
+    f2 = _fold_tiles(p2, C)
+    for c in range(C):
+        s1[c] += f1[c]
+        s2[c] += f2[c]
+
+
+@kernel
+def _tiling(R, C):
+    """Rows per tile ``B`` (so that a tiled row holds about ``TILE_WIDTH`` values; 1 when
+    rows are already long) and the number of leading rows ``head`` the tiles cover."""
+    B = max(1, TILE_WIDTH // C)
+    if B == 1 or R < 2 * B:
+        return 1, R
+    return B, (R // B) * B
+
+
+@kernel
+def _nlc_sums_all(x, shift, threads, s1, s2):
+    """Adds the shifted sums of ``x (R, C)`` rows into ``s1``/``s2`` ``(C,)``."""
     R, C = x.shape
+    B, head = _tiling(R, C)
+    xt = x[:head].reshape(head // B, B * C)
+    bounds, cb = _nlc_split(head // B, B * C, threads)
+    p1 = np.zeros((bounds.shape[0] - 1, B * C))
+    p2 = np.zeros((bounds.shape[0] - 1, B * C))
+    _nlc_sums(xt, _tile(shift, B), bounds, cb, p1, p2)
+    _add_folded(p1, p2, C, s1, s2)
+    if head < R:  # the last R % B rows, untiled (not recursive: cached code cannot recurse)
+        p1 = np.zeros((1, C))
+        p2 = np.zeros((1, C))
+        _nlc_sums(x[head:], shift, chunk_bounds(R - head, C, 1, 1), C, p1, p2)
+        _add_folded(p1, p2, C, s1, s2)
+
+
+@kernel
+def _nlc_moments(x, threads):
+    C = x.shape[1]
     shift = _nlc_shift(x)
-    bounds, cb = _nlc_split(R, C, threads)
-    s1 = np.zeros((bounds.shape[0] - 1, C))
-    s2 = np.zeros((bounds.shape[0] - 1, C))
-    _nlc_sums(x, shift, bounds, cb, s1, s2)
-    return shift, _sum_rows(s1), _sum_rows(s2)
+    s1 = np.zeros(C)
+    s2 = np.zeros(C)
+    _nlc_sums_all(x, shift, threads, s1, s2)
+    return shift, s1, s2
 
 
 @kernel
 def _nlc_apply_all(x, y, mh, a, b, act, slope, threads):
     R, C = x.shape
-    bounds = chunk_bounds(R, C, threads, 1)
-    _nlc_apply(x, y, mh, a, b, bounds, act, slope)
+    B, head = _tiling(R, C)
+    rows = head // B
+    bounds = chunk_bounds(rows, B * C, threads, 1)
+    _nlc_apply(
+        x[:head].reshape(rows, B * C), y[:head].reshape(rows, B * C), _tile(mh, B),
+        _tile(a, B), _tile(b, B), bounds, act, slope,
+    )  # fmt: skip
+    if head < R:
+        _nlc_apply(x[head:], y[head:], mh, a, b, chunk_bounds(R - head, C, 1, 1), act, slope)
+
+
+@kernel
+def _nlc_grad_sums_all(g, x, mh, a, b, act, slope, threads, s1, s2):
+    R, C = x.shape
+    B, head = _tiling(R, C)
+    rows = head // B
+    bounds, cb = _nlc_split(rows, B * C, threads)
+    p1 = np.zeros((bounds.shape[0] - 1, B * C))
+    p2 = np.zeros((bounds.shape[0] - 1, B * C))
+    _nlc_grad_sums(
+        g[:head].reshape(rows, B * C), x[:head].reshape(rows, B * C), _tile(mh, B),
+        _tile(a, B), _tile(b, B), bounds, cb, act, slope, p1, p2,
+    )  # fmt: skip
+    _add_folded(p1, p2, C, s1, s2)
+    if head < R:  # the last R % B rows, untiled
+        p1 = np.zeros((1, C))
+        p2 = np.zeros((1, C))
+        _nlc_grad_sums(
+            g[head:], x[head:], mh, a, b, chunk_bounds(R - head, C, 1, 1), C, act, slope, p1, p2
+        )
+        _add_folded(p1, p2, C, s1, s2)
 
 
 @kernel
 def _nlc_grad_moments(g, x, mh, a, b, act, slope, threads):
-    R, C = x.shape
-    bounds, cb = _nlc_split(R, C, threads)
-    s1 = np.zeros((bounds.shape[0] - 1, C))
-    s2 = np.zeros((bounds.shape[0] - 1, C))
-    _nlc_grad_sums(g, x, mh, a, b, bounds, cb, act, slope, s1, s2)
-    return _sum_rows(s1), _sum_rows(s2)
+    C = x.shape[1]
+    s1 = np.zeros(C)
+    s2 = np.zeros(C)
+    _nlc_grad_sums_all(g, x, mh, a, b, act, slope, threads, s1, s2)
+    return s1, s2
 
 
 @kernel
 def _nlc_grad_apply_all(g, x, dx, mh, a, b, k1, k2, k3, act, slope, threads):
     R, C = x.shape
-    bounds = chunk_bounds(R, C, threads, 1)
-    _nlc_grad_apply(g, x, dx, mh, a, b, k1, k2, k3, bounds, act, slope)
+    B, head = _tiling(R, C)
+    rows = head // B
+    bounds = chunk_bounds(rows, B * C, threads, 1)
+    _nlc_grad_apply(
+        g[:head].reshape(rows, B * C), x[:head].reshape(rows, B * C),
+        dx[:head].reshape(rows, B * C), _tile(mh, B), _tile(a, B), _tile(b, B),
+        _tile(k1, B), _tile(k2, B), _tile(k3, B), bounds, act, slope,
+    )  # fmt: skip
+    if head < R:
+        _nlc_grad_apply(
+            g[head:], x[head:], dx[head:], mh, a, b, k1, k2, k3,
+            chunk_bounds(R - head, C, 1, 1), act, slope,
+        )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------
