@@ -315,3 +315,34 @@ def grad_apply_row(g, x, dx, m, k1, k2, k3, a, b, act, slope):
             v = (x[i] - m[i]) * a[i] + b[i]
             dy = g[i] * (half * (one + math.erf(v * r2)) + v * np.exp(-half * v * v) * c)
             dx[i] = k1[i] * dy - k2[i] * (x[i] - m[i]) - k3[i]
+
+
+# ---------------------------------------------------------------------------------------
+# Four rows at a time (identity activation): each shift and accumulator element is loaded
+# and stored once per four values, which keeps channels-last sums memory-bound, not L1-bound.
+# (The same trick does not pay for the elementwise passes: four output streams defeat
+# LLVM's alias checks.)
+
+
+@kernel
+def shifted_sums_rows4(r0, r1, r2, r3, k, blk1, blk2):
+    """``blk1[c] += sum_i (r_i[c] - k[c])``, ``blk2[c] += sum_i (r_i[c] - k[c])**2``."""
+    for c in range(k.shape[0]):
+        kc = k[c]
+        d0 = r0[c] - kc
+        d1 = r1[c] - kc
+        d2 = r2[c] - kc
+        d3 = r3[c] - kc
+        blk1[c] += (d0 + d1) + (d2 + d3)
+        blk2[c] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
+
+
+@kernel
+def grad_sums_rows4(g0, g1, g2, g3, x0, x1, x2, x3, m, blk1, blk2):
+    """``blk1[c] += sum_i g_i[c]``, ``blk2[c] += sum_i g_i[c] * (x_i[c] - m[c])``."""
+    for c in range(m.shape[0]):
+        mc = m[c]
+        blk1[c] += (g0[c] + g1[c]) + (g2[c] + g3[c])
+        blk2[c] += (g0[c] * (x0[c] - mc) + g1[c] * (x1[c] - mc)) + (
+            g2[c] * (x2[c] - mc) + g3[c] * (x3[c] - mc)
+        )

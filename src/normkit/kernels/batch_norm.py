@@ -39,17 +39,22 @@ from normkit.kernels._common import (
     grad_apply_row,
     grad_sums,
     grad_sums_row,
+    grad_sums_rows4,
     shift_of,
     shifted_sums,
+    shifted_sums_rows4,
 )
 from normkit.kernels._jit import entry, kernel
 
 # Planes shorter than this are processed as rows of C * L values with per-position
 # coefficients: a loop over 49 values (7x7) would run mostly in the scalar remainder (R8).
 SHORT_PLANE = 64
-# Channels-last rows shorter than this are processed TILE_WIDTH // C rows at a time, as one
-# long row with tiled coefficients, so inner loops stay long (C = 64 would be 4 vectors).
-TILE_WIDTH = 2048
+# Channels-last rows shorter than these are processed several at a time, as one longer row
+# with tiled coefficients, so inner loops stay long (C = 64 would be 4 vectors). Measured on
+# (100352, 64): reductions like long tiles; elementwise passes, whose coefficient arrays
+# compete with three streams for L1 sets, prefer short ones (512 was 2.7x slower than 256).
+TILE_SUMS = 1024
+TILE_ELEMENTWISE = 256
 
 # ---------------------------------------------------------------------------------------
 # ncl: x (N, C, L) flattened; plane p = n * M + m has coefficient index m = p % M.
@@ -263,12 +268,20 @@ def _nlc_sums(x, shift, bounds, cb, s1, s2):
             for c in range(w):
                 blk1[c] = 0
                 blk2[c] = 0
-            for rr in range(r, stop):
+            rr = r
+            while rr + 4 <= stop:
+                shifted_sums_rows4(
+                    x[rr, c0:c1], x[rr + 1, c0:c1], x[rr + 2, c0:c1], x[rr + 3, c0:c1], k,
+                    blk1, blk2,
+                )  # fmt: skip
+                rr += 4
+            while rr < stop:
                 row = x[rr, c0:c1]
                 for c in range(w):
                     d = row[c] - k[c]
                     blk1[c] += d
                     blk2[c] += d * d
+                rr += 1
             for c in range(w):
                 acc1[c] += blk1[c]
                 acc2[c] += blk2[c]
@@ -306,11 +319,22 @@ def _nlc_grad_sums(g, x, mh, a, b, bounds, cb, act, slope, s1, s2):
             for c in range(w):
                 blk1[c] = 0
                 blk2[c] = 0
-            for rr in range(r, stop):
+            rr = r
+            if act == IDENTITY:
+                m = mh[c0:c1]
+                while rr + 4 <= stop:
+                    grad_sums_rows4(
+                        g[rr, c0:c1], g[rr + 1, c0:c1], g[rr + 2, c0:c1], g[rr + 3, c0:c1],
+                        x[rr, c0:c1], x[rr + 1, c0:c1], x[rr + 2, c0:c1], x[rr + 3, c0:c1],
+                        m, blk1, blk2,
+                    )  # fmt: skip
+                    rr += 4
+            while rr < stop:
                 grad_sums_row(
                     g[rr, c0:c1], x[rr, c0:c1], mh[c0:c1], a[c0:c1], b[c0:c1], act, slope,
                     blk1, blk2,
                 )  # fmt: skip
+                rr += 1
             for c in range(w):
                 acc1[c] += blk1[c]
                 acc2[c] += blk2[c]
@@ -384,10 +408,10 @@ def _add_folded(p1, p2, C, s1, s2):
 
 
 @kernel
-def _tiling(R, C):
-    """Rows per tile ``B`` (so that a tiled row holds about ``TILE_WIDTH`` values; 1 when
-    rows are already long) and the number of leading rows ``head`` the tiles cover."""
-    B = max(1, TILE_WIDTH // C)
+def _tiling(R, C, width):
+    """Rows per tile ``B`` (so that a tiled row holds about ``width`` values; 1 when rows are
+    already long) and the number of leading rows ``head`` the tiles cover."""
+    B = max(1, width // C)
     if B == 1 or R < 2 * B:
         return 1, R
     return B, (R // B) * B
@@ -397,7 +421,7 @@ def _tiling(R, C):
 def _nlc_sums_all(x, shift, threads, s1, s2):
     """Adds the shifted sums of ``x (R, C)`` rows into ``s1``/``s2`` ``(C,)``."""
     R, C = x.shape
-    B, head = _tiling(R, C)
+    B, head = _tiling(R, C, TILE_SUMS)
     xt = x[:head].reshape(head // B, B * C)
     bounds, cb = _nlc_split(head // B, B * C, threads)
     p1 = np.zeros((bounds.shape[0] - 1, B * C))
@@ -424,7 +448,7 @@ def _nlc_moments(x, threads):
 @kernel
 def _nlc_apply_all(x, y, mh, a, b, act, slope, threads):
     R, C = x.shape
-    B, head = _tiling(R, C)
+    B, head = _tiling(R, C, TILE_ELEMENTWISE)
     rows = head // B
     bounds = chunk_bounds(rows, B * C, threads, 1)
     _nlc_apply(
@@ -438,7 +462,7 @@ def _nlc_apply_all(x, y, mh, a, b, act, slope, threads):
 @kernel
 def _nlc_grad_sums_all(g, x, mh, a, b, act, slope, threads, s1, s2):
     R, C = x.shape
-    B, head = _tiling(R, C)
+    B, head = _tiling(R, C, TILE_SUMS)
     rows = head // B
     bounds, cb = _nlc_split(rows, B * C, threads)
     p1 = np.zeros((bounds.shape[0] - 1, B * C))
@@ -469,7 +493,7 @@ def _nlc_grad_moments(g, x, mh, a, b, act, slope, threads):
 @kernel
 def _nlc_grad_apply_all(g, x, dx, mh, a, b, k1, k2, k3, act, slope, threads):
     R, C = x.shape
-    B, head = _tiling(R, C)
+    B, head = _tiling(R, C, TILE_ELEMENTWISE)
     rows = head // B
     bounds = chunk_bounds(rows, B * C, threads, 1)
     _nlc_grad_apply(
