@@ -36,6 +36,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m normkit warmup --quiet
 	$(PY) benchmarks/bench_layers.py
+	$(PY) benchmarks/bench_cold_start.py
 
 warmup: $(STAMP)
 	$(PY) -m normkit warmup
