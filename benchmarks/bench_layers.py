@@ -33,7 +33,6 @@ from _harness import (
     RESULTS_DIR,
     Environment,
     append_csv,
-    copy_bandwidth_gbs,
     environment_row,
     print_table,
     roofline_fraction,
@@ -177,25 +176,29 @@ def bn_act_builder(shape, mode, layout):
     return {"torch": _train_step(unfused, x, grad), "normkit": _train_step(fused, x, grad)}
 
 
-def small_cnn(norm: Callable[[int], torch.nn.Module], channels=(32, 32, 32)) -> torch.nn.Module:
-    """The lab's small CNN (normkit.lab.models.cnn): [Conv3x3 -> norm -> ReLU -> MaxPool2]
-    per width, then Linear, on 1x28x28 inputs; defined here so the benchmark runs without
-    the lab."""
+def small_cnn(input_shape: tuple[int, ...], norm: str, channels=(32, 32, 32)) -> torch.nn.Module:
+    """The lab's small CNN (``normkit.lab.models.cnn``): [Conv(k=3, pad 1) -> norm -> ReLU ->
+    MaxPool(2)] per width, then Linear; 2-D for ``(C, H, W)`` inputs, 1-D for ``(C, L)``.
+    Defined here so the benchmark runs without the lab. ``norm``: ``"torch"`` or
+    ``"normkit"`` BatchNorm."""
+    d = len(input_shape) - 1
+    conv = torch.nn.Conv2d if d == 2 else torch.nn.Conv1d
+    pool = torch.nn.MaxPool2d if d == 2 else torch.nn.MaxPool1d
+    bn = getattr(torch.nn if norm == "torch" else nk.nn, f"BatchNorm{d}d")
     layers: list[torch.nn.Module] = []
-    width, side = 1, 28
+    width, side = input_shape[0], input_shape[1]
     for c in channels:
-        layers += [torch.nn.Conv2d(width, c, 3, padding=1), norm(c), torch.nn.ReLU()]
-        layers.append(torch.nn.MaxPool2d(2))
+        layers += [conv(width, c, 3, padding=1), bn(c), torch.nn.ReLU(), pool(2)]
         width, side = c, side // 2
-    layers += [torch.nn.Flatten(), torch.nn.Linear(width * side * side, 10)]
+    layers += [torch.nn.Flatten(), torch.nn.Linear(width * side**d, 10)]
     return torch.nn.Sequential(*layers)
 
 
 def cnn_builder(shape, mode, layout):
     torch.manual_seed(0)
-    reference = small_cnn(torch.nn.BatchNorm2d)
+    reference = small_cnn(shape[1:], "torch")
     torch.manual_seed(0)
-    ours = small_cnn(nk.nn.BatchNorm2d)
+    ours = small_cnn(shape[1:], "normkit")
     x = torch.randn(shape)
     target = torch.randint(0, 10, (shape[0],))
 
@@ -229,6 +232,7 @@ CASES: list[Case] = [
     Case("RMSNorm", (8192, 768), "train fwd+bwd", layer_builder("RMSNorm", (768,)), 2.5),
     Case("BNAct2d(relu) vs nk BN+ReLU", (32, 64, 56, 56), "train fwd+bwd", bn_act_builder, 1.3),
     Case("small CNN (lab) step", (128, 1, 28, 28), "train step", cnn_builder, 1.2),
+    Case("small CNN 1-D (MNIST-1D) step", (64, 1, 40), "train step", cnn_builder),
     # Further rows, no goal in the issue.
     Case("BatchNorm2d", (128, 512, 7, 7), "train fwd+bwd", layer_builder("BatchNorm2d", (512,))),
     Case("BatchNorm2d", (128, 512, 7, 7), "eval fwd", layer_builder("BatchNorm2d", (512,))),
@@ -257,7 +261,7 @@ def run(cases: list[Case], repeats: int, bandwidth: float, env: Environment):
     table, csv_rows = [], []
     for case in cases:
         providers = case.build(case.shape, case.mode, case.layout)
-        timings = time_interleaved(providers, repeats=repeats, warmup=3)
+        timings = time_interleaved(providers, repeats=repeats, warmup=3, warmup_seconds=1.0)
         t, n = timings["torch"].q50, timings["normkit"].q50
         ratio = t / n
         verdict = "" if case.goal is None else ("met" if ratio >= case.goal else "MISSED")
@@ -295,6 +299,19 @@ def run(cases: list[Case], repeats: int, bandwidth: float, env: Environment):
     return table, csv_rows
 
 
+def _bandwidth_in_child(nbytes: int, threads: int) -> float:
+    code = (
+        "import sys, torch; sys.path.insert(0, sys.argv[1]); "
+        "from _harness import copy_bandwidth_gbs; "
+        f"torch.set_num_threads({threads}); print(copy_bandwidth_gbs({nbytes}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(Path(__file__).resolve().parent)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 HEADERS = ["layer", "shape", "layout", "mode", "torch ms", "normkit ms", "ratio", "goal",
            "torch roof", "normkit roof"]  # fmt: skip
 
@@ -314,10 +331,13 @@ def main(argv=None) -> int:
     cases = [c for c in (QUICK_CASES if args.quick else CASES) if args.only in c.label]
     repeats = args.repeats or (5 if args.quick else 25)
     env = Environment()
-    bandwidth = copy_bandwidth_gbs(32 * 2**20 if args.quick else 256 * 2**20)
+    # Measured in a child process: freeing its large buffers disturbs this process's memory
+    # (later steps page-fault for seconds), which would bias the first rows.
+    bandwidth = _bandwidth_in_child(32 * 2**20 if args.quick else 256 * 2**20, args.threads)
     print(
         f"# {env.cpu}, torch {env.torch}, numba {env.numba}, {env.threads} threads, "
-        f"copy bandwidth {bandwidth:.1f} GB/s, malloc {env.malloc}, median of {repeats}",
+        f"copy bandwidth {bandwidth:.1f} GB/s, malloc {env.malloc}, median of {repeats}, "
+        f"load average {os.getloadavg()[0]:.2f}",
         flush=True,
     )
     table, csv_rows = run(cases, repeats, bandwidth, env)
