@@ -42,6 +42,18 @@ def test_warmup_command_readies_every_variant(capsys):
             assert (layout, _jit.np.dtype("float64")) in entry._compiled
 
 
+def test_warmup_removes_cache_files_of_older_kernel_sources(tmp_path):
+    from normkit.backends.warmup import stale_cache_files
+    from normkit.kernels._jit import sources_digest
+
+    old = tmp_path / "batch_norm.bn_forward__ncl_float32_0123456789ab-412.py311.nbi"
+    new = tmp_path / f"batch_norm.bn_forward__ncl_float32_{sources_digest()}-412.py311.nbi"
+    other = tmp_path / "somebody_else.function-10.py311.nbi"
+    for path in (old, new, other):
+        path.write_text("")
+    assert stale_cache_files(str(tmp_path)) == [str(old)]
+
+
 def test_cache_falls_back_to_a_user_directory_when_the_package_is_read_only(monkeypatch, tmp_path):
     in_tree = os.path.join(os.path.dirname(os.path.abspath(_jit.__file__)), "__pycache__")
     monkeypatch.setattr(numba.config, "CACHE_DIR", "")

@@ -16,6 +16,8 @@ overrides both. Set the same variable in the process that trains.
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import time
 from dataclasses import dataclass
 
@@ -59,11 +61,38 @@ def warmup(dtypes: tuple[str, ...] = ("float32", "float64"), verbose: bool = Fal
     return done
 
 
+_STALE = re.compile(r"^(batch_norm|group_norm|row_norm)\.\w+__(ncl|nlc|rows)_float(32|64)_(\w+)-")
+
+
+def stale_cache_files(cache_dir: str) -> list[str]:
+    """Cache files of normkit kernels compiled from other versions of the sources.
+
+    Every variant's cache name ends with a digest of the kernel sources, so files whose
+    digest is not the current one can never be loaded again.
+    """
+    from normkit.kernels._jit import sources_digest
+
+    current = sources_digest()
+    stale = []
+    for folder, _, files in os.walk(cache_dir):
+        for name in files:
+            match = _STALE.match(name)
+            if match and match.group(4) != current:
+                stale.append(os.path.join(folder, name))
+    return stale
+
+
 def _run(args: argparse.Namespace) -> int:
     from normkit.kernels import CACHE_DIR
 
     dtypes = ("float32", "float64") if args.dtype == "all" else (args.dtype,)
     print(f"normkit warmup: kernel cache in {CACHE_DIR or 'the Numba default location'}")
+    if CACHE_DIR:
+        stale = stale_cache_files(CACHE_DIR)
+        for path in stale:
+            os.remove(path)
+        if stale:
+            print(f"removed {len(stale)} cache files of older kernel sources")
     start = time.perf_counter()
     done = warmup(dtypes, verbose=not args.quiet)
     total = time.perf_counter() - start

@@ -16,6 +16,7 @@ Rules this module enforces for every kernel in :mod:`normkit.kernels` (see KERNE
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import threading
@@ -133,7 +134,10 @@ class Entry:
         variant = types.FunctionType(
             fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__
         )
-        variant.__qualname__ = f"{fn.__qualname__}__{layout}_{tname}"
+        # The digest of every kernel source file is part of the name (hence of the cache
+        # files): Numba only checks the defining file, so an edited helper in another
+        # module would otherwise come back from the cache in its old version.
+        variant.__qualname__ = f"{fn.__qualname__}__{layout}_{tname}_{sources_digest()}"
         variant.__module__ = fn.__module__
         variant.__doc__ = fn.__doc__
         return numba.njit(self.signatures[layout].format(t=tname), **_OPTIONS)(variant)
@@ -141,6 +145,22 @@ class Entry:
     def __repr__(self) -> str:
         done = [f"{layout}/{dtype}" for layout, dtype in self._compiled]
         return f"<normkit kernel {self.name} compiled for {done}>"
+
+
+_DIGEST: list[str] = []
+
+
+def sources_digest() -> str:
+    """A short hash of the sources of ``normkit.kernels`` (all its ``.py`` files)."""
+    if not _DIGEST:
+        digest = hashlib.sha256()
+        folder = os.path.dirname(os.path.abspath(__file__))
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".py"):
+                with open(os.path.join(folder, name), "rb") as handle:
+                    digest.update(name.encode() + b"\0" + handle.read())
+        _DIGEST.append(digest.hexdigest()[:12])
+    return _DIGEST[0]
 
 
 def entry(**signatures: str) -> Callable[[Callable], Entry]:
