@@ -26,6 +26,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check $(LINT_PATHS)
 	$(PY) -m ruff format --check $(LINT_PATHS)
+	$(PY) -m normkit warmup --quiet
 	$(PY) -m pytest -n 2 --timeout 900
 
 lint: $(STAMP)
@@ -36,7 +37,12 @@ format: $(STAMP)
 	$(PY) -m ruff check --fix $(LINT_PATHS)
 
 bench: $(STAMP)
+	$(PY) -m normkit warmup --quiet
 	$(PY) benchmarks/bench_layers.py
+	$(PY) benchmarks/bench_cold_start.py
+
+warmup: $(STAMP)
+	$(PY) -m normkit warmup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -47,15 +47,20 @@ def time_interleaved(
     repeats: int = 30,
     warmup: int = 3,
     min_seconds: float = 0.0,
+    warmup_seconds: float = 0.0,
 ) -> dict[str, Timing]:
-    """Run each provider ``warmup`` times, then ``repeats`` rounds of one call each, in turn.
+    """Run each provider ``warmup`` times (and for at least ``warmup_seconds``), then
+    ``repeats`` rounds of one call each, in turn.
 
     The order inside a round rotates, so no provider always runs first (cache, turbo).
     """
     names = list(providers)
-    for _ in range(warmup):
+    start = time.perf_counter()
+    done = 0
+    while done < warmup or time.perf_counter() - start < warmup_seconds:
         for name in names:
             providers[name]()
+        done += 1
     samples: dict[str, list[float]] = {name: [] for name in names}
     start = time.perf_counter()
     round_index = 0

@@ -1,16 +1,29 @@
-"""normkit vs torch.nn, layer by layer: training forward+backward and eval forward.
+"""normkit vs torch.nn, layer by layer: the goal table of the fast-kernels issue.
 
-    python benchmarks/bench_layers.py [--quick] [--threads 2] [--csv PATH]
+    python benchmarks/bench_layers.py [--quick] [--threads 2] [--repeats N] [--csv PATH]
+                                      [--no-tuned-malloc] [--only SUBSTRING]
 
-Prints, for each layer and shape, the median time of torch's layer and normkit's in one
-interleaved run and the ratio torch / normkit (> 1: normkit faster), and appends the rows
-to ``benchmarks/results/layers.csv`` with the environment.
+Each row times torch's layer and normkit's in one process, interleaved round by round,
+warm-up (JIT compilation, allocator warm-up) excluded, and reports the medians, the ratio
+torch / normkit (> 1: normkit faster), the issue's goal for that row, and each side's
+fraction of the memory-bandwidth roofline: the minimum bytes the op must move (2x the
+tensor for a forward, 5x for forward+backward) over the measured copy bandwidth.
+
+The table is printed twice: in the default environment, then in a child process with the
+glibc malloc settings of KERNELS.md (``MALLOC_MMAP_MAX_=0``,
+``MALLOC_TRIM_THRESHOLD_=17179869184``: large buffers are reused instead of being mapped
+and page-faulted afresh on every call), applied to both torch and normkit. Rows are
+appended to ``benchmarks/results/layers.csv`` with the versions, CPU and malloc setting.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,7 +33,6 @@ from _harness import (
     RESULTS_DIR,
     Environment,
     append_csv,
-    copy_bandwidth_gbs,
     environment_row,
     print_table,
     roofline_fraction,
@@ -29,35 +41,52 @@ from _harness import (
 
 import normkit as nk
 
-# (label, class name, constructor args, input shape)
-CASES = [
-    ("BatchNorm1d", "BatchNorm1d", (1024,), (256, 1024)),
-    ("BatchNorm2d", "BatchNorm2d", (64,), (32, 64, 56, 56)),
-    ("BatchNorm2d 7x7", "BatchNorm2d", (512,), (128, 512, 7, 7)),
-    ("BatchNorm3d", "BatchNorm3d", (32,), (8, 32, 16, 28, 28)),
-    ("InstanceNorm2d", "InstanceNorm2d", (64,), (32, 64, 56, 56)),
-    ("GroupNorm(32)", "GroupNorm", (32, 256), (32, 256, 28, 28)),
-    ("LayerNorm", "LayerNorm", (768,), (8192, 768)),
-    ("RMSNorm", "RMSNorm", (768,), (8192, 768)),
-]
-QUICK_CASES = [
-    ("BatchNorm1d", "BatchNorm1d", (256,), (64, 256)),
-    ("BatchNorm2d", "BatchNorm2d", (16,), (8, 16, 28, 28)),
-    ("GroupNorm(4)", "GroupNorm", (4, 16), (8, 16, 28, 28)),
-    ("LayerNorm", "LayerNorm", (256,), (512, 256)),
-    ("RMSNorm", "RMSNorm", (256,), (512, 256)),
-]
+TUNED_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "17179869184"}
+
+Providers = dict[str, Callable[[], object]]
 
 
-def _layers(cls: str, args: tuple):
-    kwargs = {"affine": True} if cls.startswith("Instance") else {}
+@dataclass
+class Case:
+    """One table row: a builder returning the ``torch`` and ``normkit`` callables."""
+
+    label: str
+    shape: tuple[int, ...]
+    mode: str  # "train fwd+bwd", "train fwd", "eval fwd", "train step"
+    build: Callable[[tuple[int, ...], str, str], Providers]
+    goal: float | None = None
+    layout: str = "NCHW"
+
+    @property
+    def min_bytes(self) -> int | None:
+        """Minimum bytes moved: read x + write y (fwd); + read x, grad, write dx (bwd)."""
+        if self.mode == "train step":
+            return None
+        nbytes = 4 * int(torch.Size(self.shape).numel())
+        return (5 if "bwd" in self.mode else 2) * nbytes
+
+
+# ---------------------------------------------------------------------------------------
+# Builders.
+
+
+def _pair(cls: str, args: tuple, **kwargs):
     reference = getattr(torch.nn, cls)(*args, **kwargs)
     ours = getattr(nk.nn, cls)(*args, **kwargs)
     ours.load_state_dict(reference.state_dict())
     return reference, ours
 
 
+def _input(shape, layout):
+    x = torch.randn(shape)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 def _train_step(layer, x, grad):
+    x = x.detach().requires_grad_(True)
+
     def step():
         x.grad = None
         layer(x).backward(grad)
@@ -65,12 +94,226 @@ def _train_step(layer, x, grad):
     return step
 
 
-def _eval_step(layer, x):
+def _forward(layer, x):
     def step():
         with torch.no_grad():
             layer(x)
 
     return step
+
+
+def layer_builder(cls: str, args: tuple, **kwargs) -> Callable[[tuple, str, str], Providers]:
+    def build(shape, mode, layout):
+        reference, ours = _pair(cls, args, **kwargs)
+        x = _input(shape, layout)
+        if mode == "eval fwd":
+            return {"torch": _forward(reference.eval(), x), "normkit": _forward(ours.eval(), x)}
+        if mode == "train fwd":
+            return {"torch": _forward(reference, x), "normkit": _forward(ours, x)}
+        grad = _input(shape, layout)
+        return {"torch": _train_step(reference, x, grad), "normkit": _train_step(ours, x, grad)}
+
+    return build
+
+
+class _FusedBNAct(torch.nn.Module):
+    """BatchNorm + activation through the fused primitives (stats -> elemt(act);
+    backward_reduce(act) -> backward_elemt(act)), standing in for ``nk.nn.BatchNormAct2d``
+    when that layer (issue 3) is not on this branch."""
+
+    def __init__(self, channels: int, act: str = "relu"):
+        super().__init__()
+        self.bn = nk.nn.BatchNorm2d(channels)
+        self.act = act
+
+    def forward(self, x):
+        from normkit.functional._running import update_running_stats
+
+        y, mean, var = _BNActFn.apply(x, self.bn.weight, self.bn.bias, self.bn.eps, self.act)
+        update_running_stats(
+            self.bn.running_mean, self.bn.running_var, mean, var,
+            x.numel() // x.shape[1], self.bn.momentum, self.bn.num_batches_tracked,
+        )  # fmt: skip
+        return y
+
+
+class _BNActFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps, act):
+        from normkit.backends import get_impl
+
+        x3 = x.reshape(x.shape[0], x.shape[1], -1)
+        mean, var = get_impl("batch_norm_stats", x3)(x3)
+        invstd = torch.rsqrt(var + eps)
+        y = get_impl("batch_norm_elemt", x3)(x3, mean, invstd, weight, bias, act)
+        ctx.save_for_backward(x3, weight, bias, mean, invstd)
+        ctx.act, ctx.shape = act, x.shape
+        ctx.mark_non_differentiable(mean, var)
+        return y.reshape(x.shape), mean, var
+
+    @staticmethod
+    def backward(ctx, grad, _gm, _gv):
+        from normkit.backends import get_impl
+
+        x3, weight, bias, mean, invstd = ctx.saved_tensors
+        g3 = grad.reshape(x3.shape)
+        reduce = get_impl("batch_norm_backward_reduce", x3)
+        sum_dy, sum_dy_xhat = reduce(g3, x3, mean, invstd, weight, bias, ctx.act)
+        count = x3.shape[0] * x3.shape[2]
+        dx = get_impl("batch_norm_backward_elemt", x3)(
+            g3, x3, mean, invstd, weight, bias, sum_dy, sum_dy_xhat, count, ctx.act
+        )
+        return dx.reshape(ctx.shape), sum_dy_xhat, sum_dy, None, None
+
+
+def bn_act_builder(shape, mode, layout):
+    """The issue's row: fused BatchNormAct2d(relu) vs normkit BatchNorm2d then torch ReLU."""
+    channels = shape[1]
+    cls = getattr(nk.nn, "BatchNormAct2d", None)
+    fused = cls(channels, act="relu") if cls is not None else _FusedBNAct(channels)
+    unfused = torch.nn.Sequential(nk.nn.BatchNorm2d(channels), torch.nn.ReLU())
+    x, grad = _input(shape, layout), _input(shape, layout)
+    return {"torch": _train_step(unfused, x, grad), "normkit": _train_step(fused, x, grad)}
+
+
+def small_cnn(input_shape: tuple[int, ...], norm: str, channels=(32, 32, 32)) -> torch.nn.Module:
+    """The lab's small CNN (``normkit.lab.models.cnn``): [Conv(k=3, pad 1) -> norm -> ReLU ->
+    MaxPool(2)] per width, then Linear; 2-D for ``(C, H, W)`` inputs, 1-D for ``(C, L)``.
+    Defined here so the benchmark runs without the lab. ``norm``: ``"torch"`` or
+    ``"normkit"`` BatchNorm."""
+    d = len(input_shape) - 1
+    conv = torch.nn.Conv2d if d == 2 else torch.nn.Conv1d
+    pool = torch.nn.MaxPool2d if d == 2 else torch.nn.MaxPool1d
+    bn = getattr(torch.nn if norm == "torch" else nk.nn, f"BatchNorm{d}d")
+    layers: list[torch.nn.Module] = []
+    width, side = input_shape[0], input_shape[1]
+    for c in channels:
+        layers += [conv(width, c, 3, padding=1), bn(c), torch.nn.ReLU(), pool(2)]
+        width, side = c, side // 2
+    layers += [torch.nn.Flatten(), torch.nn.Linear(width * side**d, 10)]
+    return torch.nn.Sequential(*layers)
+
+
+def cnn_builder(shape, mode, layout):
+    torch.manual_seed(0)
+    reference = small_cnn(shape[1:], "torch")
+    torch.manual_seed(0)
+    ours = small_cnn(shape[1:], "normkit")
+    x = torch.randn(shape)
+    target = torch.randint(0, 10, (shape[0],))
+
+    def step_for(model):
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(model(x), target).backward()
+            opt.step()
+
+        return step
+
+    return {"torch": step_for(reference), "normkit": step_for(ours)}
+
+
+BN2D = layer_builder("BatchNorm2d", (64,))
+CASES: list[Case] = [
+    Case("BatchNorm2d", (32, 64, 56, 56), "train fwd+bwd", BN2D, 2.5),
+    Case("BatchNorm2d", (64, 256, 28, 28), "train fwd+bwd",
+         layer_builder("BatchNorm2d", (256,)), 1.5),
+    Case("BatchNorm2d", (32, 64, 56, 56), "train fwd+bwd", BN2D, 1.5, "channels_last"),
+    Case("BatchNorm2d", (32, 64, 56, 56), "train fwd", BN2D, 4.0),
+    Case("BatchNorm2d", (32, 64, 56, 56), "eval fwd", BN2D, 1.0),
+    Case("BatchNorm1d", (256, 1024), "train fwd+bwd", layer_builder("BatchNorm1d", (1024,)), 1.0),
+    Case("GroupNorm(32)", (32, 256, 28, 28), "train fwd+bwd",
+         layer_builder("GroupNorm", (32, 256)), 1.2),
+    Case("InstanceNorm2d(affine)", (32, 64, 56, 56), "train fwd+bwd",
+         layer_builder("InstanceNorm2d", (64,), affine=True), 3.0),
+    Case("LayerNorm", (8192, 768), "train fwd+bwd", layer_builder("LayerNorm", (768,)), 1.2),
+    Case("RMSNorm", (8192, 768), "train fwd+bwd", layer_builder("RMSNorm", (768,)), 2.5),
+    Case("BNAct2d(relu) vs nk BN+ReLU", (32, 64, 56, 56), "train fwd+bwd", bn_act_builder, 1.3),
+    Case("small CNN (lab) step", (128, 1, 28, 28), "train step", cnn_builder, 1.2),
+    Case("small CNN 1-D (MNIST-1D) step", (64, 1, 40), "train step", cnn_builder),
+    # Further rows, no goal in the issue.
+    Case("BatchNorm2d", (128, 512, 7, 7), "train fwd+bwd", layer_builder("BatchNorm2d", (512,))),
+    Case("BatchNorm2d", (128, 512, 7, 7), "eval fwd", layer_builder("BatchNorm2d", (512,))),
+    Case("BatchNorm2d", (32, 64, 56, 56), "eval fwd", BN2D, None, "channels_last"),
+    Case("BatchNorm3d", (8, 32, 16, 28, 28), "train fwd+bwd", layer_builder("BatchNorm3d", (32,))),
+    Case("GroupNorm(32)", (128, 512, 7, 7), "train fwd+bwd",
+         layer_builder("GroupNorm", (32, 512))),
+]  # fmt: skip
+QUICK_CASES: list[Case] = [
+    Case("BatchNorm2d", (8, 16, 28, 28), "train fwd+bwd", layer_builder("BatchNorm2d", (16,))),
+    Case("BatchNorm2d", (8, 16, 28, 28), "eval fwd", layer_builder("BatchNorm2d", (16,))),
+    Case("BatchNorm1d", (64, 256), "train fwd+bwd", layer_builder("BatchNorm1d", (256,))),
+    Case("GroupNorm(4)", (8, 16, 28, 28), "train fwd+bwd", layer_builder("GroupNorm", (4, 16))),
+    Case("LayerNorm", (512, 256), "train fwd+bwd", layer_builder("LayerNorm", (256,))),
+    Case("RMSNorm", (512, 256), "train fwd+bwd", layer_builder("RMSNorm", (256,))),
+]
+
+
+def _roof(case: Case, ms: float, bandwidth: float) -> str:
+    if case.min_bytes is None:
+        return "-"
+    return f"{roofline_fraction(case.min_bytes, ms / 1e3, bandwidth):.0%}"
+
+
+def run(cases: list[Case], repeats: int, bandwidth: float, env: Environment):
+    table, csv_rows = [], []
+    for case in cases:
+        providers = case.build(case.shape, case.mode, case.layout)
+        timings = time_interleaved(providers, repeats=repeats, warmup=3, warmup_seconds=1.0)
+        t, n = timings["torch"].q50, timings["normkit"].q50
+        ratio = t / n
+        verdict = "" if case.goal is None else ("met" if ratio >= case.goal else "MISSED")
+        table.append(
+            [
+                case.label,
+                "x".join(map(str, case.shape)),
+                case.layout if case.layout != "NCHW" or len(case.shape) == 4 else "",
+                case.mode,
+                f"{t:.3f}",
+                f"{n:.3f}",
+                f"{ratio:.2f}x",
+                "" if case.goal is None else f">= {case.goal}x {verdict}",
+                _roof(case, t, bandwidth),
+                _roof(case, n, bandwidth),
+            ]
+        )
+        for provider, timing in timings.items():
+            csv_rows.append(
+                {
+                    "op": case.label,
+                    "shape": "x".join(map(str, case.shape)),
+                    "layout": case.layout,
+                    "mode": case.mode,
+                    "provider": provider,
+                    "q20_ms": round(timing.q20, 4),
+                    "q50_ms": round(timing.q50, 4),
+                    "q80_ms": round(timing.q80, 4),
+                    "goal": case.goal or "",
+                    "min_bytes": case.min_bytes or "",
+                    "bandwidth_gbs": round(bandwidth, 2),
+                    **environment_row(env),
+                }
+            )
+    return table, csv_rows
+
+
+def _bandwidth_in_child(nbytes: int, threads: int) -> float:
+    code = (
+        "import sys, torch; sys.path.insert(0, sys.argv[1]); "
+        "from _harness import copy_bandwidth_gbs; "
+        f"torch.set_num_threads({threads}); print(copy_bandwidth_gbs({nbytes}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(Path(__file__).resolve().parent)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+HEADERS = ["layer", "shape", "layout", "mode", "torch ms", "normkit ms", "ratio", "goal",
+           "torch roof", "normkit roof"]  # fmt: skip
 
 
 def main(argv=None) -> int:
@@ -79,71 +322,33 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--csv", type=Path, default=RESULTS_DIR / "layers.csv")
+    parser.add_argument("--only", default="", help="run rows whose label contains this")
+    parser.add_argument(
+        "--no-tuned-malloc", action="store_true", help="skip the second (tuned malloc) table"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    cases = QUICK_CASES if args.quick else CASES
+    cases = [c for c in (QUICK_CASES if args.quick else CASES) if args.only in c.label]
     repeats = args.repeats or (5 if args.quick else 25)
     env = Environment()
-    bandwidth = copy_bandwidth_gbs(32 * 2**20 if args.quick else 256 * 2**20)
+    # Measured in a child process: freeing its large buffers disturbs this process's memory
+    # (later steps page-fault for seconds), which would bias the first rows.
+    bandwidth = _bandwidth_in_child(32 * 2**20 if args.quick else 256 * 2**20, args.threads)
     print(
         f"# {env.cpu}, torch {env.torch}, numba {env.numba}, {env.threads} threads, "
-        f"copy bandwidth {bandwidth:.1f} GB/s, malloc {env.malloc}"
+        f"copy bandwidth {bandwidth:.1f} GB/s, malloc {env.malloc}, median of {repeats}, "
+        f"load average {os.getloadavg()[0]:.2f}",
+        flush=True,
     )
-    table, csv_rows = [], []
-    for label, cls, ctor_args, shape in cases:
-        reference, ours = _layers(cls, ctor_args)
-        x = torch.randn(shape, requires_grad=True)
-        grad = torch.randn(shape)
-        nbytes = x.numel() * x.element_size()
-        for mode, min_bytes, providers in (
-            (
-                "train fwd+bwd",
-                5 * nbytes,  # fwd: read x, write y; bwd: read x, read grad, write dx
-                {
-                    "torch": _train_step(reference.train(), x, grad),
-                    "normkit": _train_step(ours.train(), x, grad),
-                },
-            ),
-            (
-                "eval fwd",
-                2 * nbytes,
-                {"torch": _eval_step(reference.eval(), x), "normkit": _eval_step(ours.eval(), x)},
-            ),
-        ):
-            timings = time_interleaved(providers, repeats=repeats)
-            t, n = timings["torch"].q50, timings["normkit"].q50
-            table.append(
-                [
-                    label,
-                    "x".join(map(str, shape)),
-                    mode,
-                    f"{t:.3f}",
-                    f"{n:.3f}",
-                    f"{t / n:.2f}x",
-                    f"{roofline_fraction(min_bytes, t / 1e3, bandwidth):.0%}",
-                    f"{roofline_fraction(min_bytes, n / 1e3, bandwidth):.0%}",
-                ]
-            )
-            for provider, timing in timings.items():
-                csv_rows.append(
-                    {
-                        "op": label,
-                        "shape": "x".join(map(str, shape)),
-                        "mode": mode,
-                        "provider": provider,
-                        "q20_ms": round(timing.q20, 4),
-                        "q50_ms": round(timing.q50, 4),
-                        "q80_ms": round(timing.q80, 4),
-                        "bandwidth_gbs": round(bandwidth, 2),
-                        **environment_row(env),
-                    }
-                )
-    print_table(
-        ["layer", "shape", "mode", "torch ms", "normkit ms", "ratio", "torch roof", "normkit roof"],
-        table,
-    )
+    table, csv_rows = run(cases, repeats, bandwidth, env)
+    print_table(HEADERS, table)
     append_csv(args.csv, csv_rows)
-    print(f"\nrows appended to {args.csv}")
+    print(f"\nrows appended to {args.csv}", flush=True)
+    if not args.no_tuned_malloc and env.malloc == "default":
+        print("\n## Same rows with the malloc settings of KERNELS.md, both sides:", flush=True)
+        child = [sys.executable, __file__, "--no-tuned-malloc", *(argv or sys.argv[1:])]
+        result = subprocess.run(child, env={**os.environ, **TUNED_MALLOC}, check=False)
+        return result.returncode
     return 0
 
 

@@ -18,6 +18,7 @@ COMMAND_MODULES: list[str] = [
     "normkit.demo",
     "normkit.tools.cli",
     "normkit.lab.cli",
+    "normkit.backends.warmup",
 ]
 
 

@@ -1,0 +1,39 @@
+"""normkit's compiled CPU kernels (Numba; NumPy arrays in, preallocated arrays out).
+
+No torch here and no validation: callers (``normkit.backends.numba_backend``) pass
+C-contiguous arrays in the layout a kernel names and outputs they allocated. Each entry
+compiles per (layout, dtype) on first use and is cached on disk; nothing compiles at import.
+
+``KERNELS`` maps a name to its :class:`~normkit.kernels._jit.Entry`.
+"""
+
+from __future__ import annotations
+
+from normkit.kernels import batch_norm, group_norm, row_norm
+from normkit.kernels._common import ACT_CODES
+from normkit.kernels._jit import CACHE_DIR, Entry, launch_lock, set_threads, start_threads
+
+KERNELS: dict[str, Entry] = {
+    "bn_stats": batch_norm.bn_stats,
+    "bn_elemt": batch_norm.bn_elemt,
+    "bn_backward_reduce": batch_norm.bn_backward_reduce,
+    "bn_backward_elemt": batch_norm.bn_backward_elemt,
+    "bn_forward": batch_norm.bn_forward,
+    "bn_backward": batch_norm.bn_backward,
+    "bn_eval_forward": batch_norm.bn_eval_forward,
+    "bn_eval_backward": batch_norm.bn_eval_backward,
+    "gn_forward": group_norm.gn_forward,
+    "gn_backward": group_norm.gn_backward,
+    "row_forward": row_norm.row_forward,
+    "row_backward": row_norm.row_backward,
+}
+
+__all__ = [
+    "ACT_CODES",
+    "CACHE_DIR",
+    "KERNELS",
+    "Entry",
+    "launch_lock",
+    "set_threads",
+    "start_threads",
+]

@@ -1,0 +1,214 @@
+"""Shared Numba machinery: compile options, lazy typed entry points, threads, cache location.
+
+Rules this module enforces for every kernel in :mod:`normkit.kernels` (see KERNELS.md):
+
+* ``cache=True, nogil=True`` and only the named fast-math flags ``reassoc`` (vectorized
+  reductions), ``contract`` (FMA), ``nsz`` and ``arcp``; never ``nnan``/``ninf``, because
+  NaN/Inf propagation is observable. ``error_model="numpy"``: division by zero gives inf/NaN
+  instead of raising, so divisions vectorize.
+* Nothing compiles at import. An :class:`Entry` is a driver function plus a signature
+  template; ``entry.get(np.float32)`` compiles (or loads from the on-disk cache) exactly one
+  eagerly-typed dispatcher per dtype, on first use, with compilation disabled afterwards, so a
+  strided (``'A'``) array can never trigger a silent re-specialisation: it raises TypeError.
+* Parallel kernels are called only from non-parallel drivers (one ``prange`` per parallel
+  function, nothing else in it), so Python pays one dispatch per operation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+import types
+from collections.abc import Callable
+
+import numba
+import numpy as np
+
+FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+_OPTIONS = {"cache": True, "nogil": True, "fastmath": FASTMATH, "error_model": "numpy"}
+
+# Element types the kernels are compiled for, by NumPy dtype.
+DTYPES: dict[np.dtype, str] = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
+
+
+def _writable(path: str) -> bool:
+    try:
+        os.makedirs(path, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError:
+        return False
+    return True
+
+
+def _user_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "normkit", "numba")
+
+
+def configure_cache() -> str:
+    """Choose where compiled kernels are cached and return that directory.
+
+    ``NUMBA_CACHE_DIR`` wins when set. Otherwise Numba caches next to the sources
+    (``kernels/__pycache__``) when that is writable; when it is not (a read-only
+    site-packages), normkit points Numba at ``$XDG_CACHE_HOME/normkit/numba`` (default
+    ``~/.cache/normkit/numba``), or a per-user temporary directory as a last resort.
+    """
+    if numba.config.CACHE_DIR:
+        return numba.config.CACHE_DIR
+    in_tree = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
+    if _writable(in_tree):
+        return in_tree
+    for candidate in (
+        _user_cache_dir(),
+        os.path.join(tempfile.gettempdir(), f"normkit-numba-{os.getuid()}"),
+    ):
+        if _writable(candidate):
+            numba.config.CACHE_DIR = candidate
+            return candidate
+    return ""  # pragma: no cover - nothing writable: Numba raises a clear error on compile
+
+
+def _configure_threading() -> None:
+    # OpenMP launches cost ~2 us and are safe to enter from several Python threads;
+    # workqueue costs 40-90 us and aborts on concurrent use (guarded by a lock below).
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
+
+
+CACHE_DIR = configure_cache()
+_configure_threading()
+
+
+def kernel(fn: Callable | None = None, *, parallel: bool = False):
+    """``@kernel`` / ``@kernel(parallel=True)``: a lazily typed helper called from drivers.
+
+    Helpers are not cached on their own (``cache=False``): a cached driver stores its
+    helpers' machine code with it, and uncached helpers cannot race in the on-disk cache
+    when several processes (pytest-xdist workers) compile different variants at once.
+    """
+
+    def wrap(f):
+        return numba.njit(parallel=parallel, **dict(_OPTIONS, cache=False))(f)
+
+    return wrap(fn) if fn is not None else wrap
+
+
+class Entry:
+    """A driver compiled per (layout, element type) on first use, with explicit signatures.
+
+    ``signatures`` maps a layout name (``"ncl"``, ``"nlc"``, ``"rows"``, ...) to a Numba
+    signature string in which ``{t}`` stands for the element type (``float32`` or
+    ``float64``), e.g. ``"void({t}[:, :, ::1], {t}[::1])"``. Each (layout, dtype) variant
+    is compiled from its own copy of the function, named ``<name>__<layout>_<dtype>``, so
+    it has its own cache files (no cross-variant races between processes).
+    """
+
+    def __init__(self, fn: Callable, signatures: dict[str, str]) -> None:
+        self.fn = fn
+        self.signatures = signatures
+        self.name = fn.__name__
+        self._compiled: dict[tuple[str, np.dtype], Callable] = {}
+        self._lock = threading.Lock()
+        self.__doc__ = fn.__doc__
+
+    def variants(self) -> list[tuple[str, np.dtype]]:
+        """Every (layout, dtype) this entry can be compiled for."""
+        return [(layout, dtype) for layout in self.signatures for dtype in DTYPES]
+
+    def get(self, layout: str, dtype) -> Callable:
+        """The dispatcher for ``(layout, dtype)`` (compiled or loaded from the cache once)."""
+        key = (layout, np.dtype(dtype))
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            with self._lock:
+                compiled = self._compiled.get(key)
+                if compiled is None:
+                    compiled = self._compile(*key)
+                    self._compiled[key] = compiled
+        return compiled
+
+    def _compile(self, layout: str, dtype: np.dtype) -> Callable:
+        tname = DTYPES[dtype]
+        fn = self.fn
+        variant = types.FunctionType(
+            fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__
+        )
+        # The digest of every kernel source file is part of the name (hence of the cache
+        # files): Numba only checks the defining file, so an edited helper in another
+        # module would otherwise come back from the cache in its old version.
+        variant.__qualname__ = f"{fn.__qualname__}__{layout}_{tname}_{sources_digest()}"
+        variant.__module__ = fn.__module__
+        variant.__doc__ = fn.__doc__
+        return numba.njit(self.signatures[layout].format(t=tname), **_OPTIONS)(variant)
+
+    def __repr__(self) -> str:
+        done = [f"{layout}/{dtype}" for layout, dtype in self._compiled]
+        return f"<normkit kernel {self.name} compiled for {done}>"
+
+
+_DIGEST: list[str] = []
+
+
+def sources_digest() -> str:
+    """A short hash of the sources of ``normkit.kernels`` (all its ``.py`` files)."""
+    if not _DIGEST:
+        digest = hashlib.sha256()
+        folder = os.path.dirname(os.path.abspath(__file__))
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".py"):
+                with open(os.path.join(folder, name), "rb") as handle:
+                    digest.update(name.encode() + b"\0" + handle.read())
+        _DIGEST.append(digest.hexdigest()[:12])
+    return _DIGEST[0]
+
+
+def entry(**signatures: str) -> Callable[[Callable], Entry]:
+    """Decorator: ``@entry(ncl="void(...)", nlc="void(...)")`` turns a driver into an Entry."""
+
+    def wrap(fn: Callable) -> Entry:
+        return Entry(fn, signatures)
+
+    return wrap
+
+
+# ---------------------------------------------------------------------------------------
+# Threads.
+
+_local = threading.local()
+_serial_lock = threading.Lock()
+_launch_lock: threading.Lock | None = None
+
+
+def start_threads() -> str:
+    """Start Numba's thread pool now (idempotent) and return the threading layer's name.
+
+    Starting the OpenMP layer calls ``omp_set_num_threads(NUMBA_NUM_THREADS)`` on the
+    calling thread; when torch shares that OpenMP runtime (it does when torch is imported
+    first) this changes ``torch.get_num_threads()``. Callers that care (the numba backend)
+    save and restore torch's count around this call.
+    """
+    global _launch_lock
+    numba.get_num_threads()  # launches the pool
+    layer = numba.threading_layer()
+    # workqueue is not thread-safe: serialize kernel calls when it is the only layer.
+    _launch_lock = _serial_lock if layer == "workqueue" else None
+    return layer
+
+
+def launch_lock() -> threading.Lock | None:
+    """A lock to hold around kernel calls (only with the non-thread-safe workqueue layer)."""
+    return _launch_lock
+
+
+def set_threads(count: int) -> int:
+    """Use ``count`` threads (clamped to Numba's pool) for kernels called from this thread.
+
+    Numba's thread count is per calling thread; this remembers the last value per thread so
+    the common case costs one attribute lookup.
+    """
+    count = max(1, min(int(count), numba.config.NUMBA_NUM_THREADS))
+    if getattr(_local, "threads", None) != count:
+        numba.set_num_threads(count)
+        _local.threads = count
+    return count

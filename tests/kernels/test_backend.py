@@ -1,0 +1,265 @@
+"""The numba backend as the dispatcher sees it: selection, forcing, autograd, threads."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+import normkit as nk
+from normkit.backends import get_impl, torch_ops
+from normkit.config import ENV_VAR, BackendUnavailableError
+from tests.kernels.conftest import numba_backend, torch_threads
+
+nb = numba_backend
+OPS = sorted(
+    {op for (op, backend) in __import__("normkit.backends").backends._IMPLS if backend == "torch"}
+)
+
+
+def test_auto_selection_prefers_numba_for_cpu_float(monkeypatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    x = torch.randn(2, 3, 4)
+    assert get_impl("batch_norm_forward", x) is nb.batch_norm_forward
+    assert get_impl("batch_norm_forward", x.double()) is nb.batch_norm_forward
+    # Not supported: falls back to the torch backend silently.
+    assert get_impl("batch_norm_forward", x.half()) is torch_ops.batch_norm_forward
+    assert get_impl("batch_norm_forward", x[:0]) is torch_ops.batch_norm_forward
+
+
+def test_env_var_and_context_force_the_torch_backend(monkeypatch):
+    x = torch.randn(2, 3, 4)
+    monkeypatch.setenv(ENV_VAR, "torch")
+    assert get_impl("batch_norm_forward", x) is torch_ops.batch_norm_forward
+    with nk.use_backend("auto"):
+        assert get_impl("batch_norm_forward", x) is nb.batch_norm_forward
+    monkeypatch.delenv(ENV_VAR)
+    with nk.use_backend("torch"):
+        assert get_impl("batch_norm_forward", x) is torch_ops.batch_norm_forward
+    assert get_impl("batch_norm_forward", x, backend="torch") is torch_ops.batch_norm_forward
+
+
+def test_numba_asked_for_by_name_raises_on_unsupported_tensors():
+    with pytest.raises(BackendUnavailableError, match=r"numba.*torch.float16"):
+        get_impl("batch_norm_forward", torch.randn(2, 3, 4).half(), backend="numba")
+
+
+def test_the_op_list_is_complete():
+    assert len(OPS) == 12, OPS
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_every_torch_op_has_a_numba_twin_with_the_same_signature(op):
+    import inspect
+
+    numba_fn = get_impl(op, torch.randn(2, 3, 4), backend="numba")
+    torch_fn = get_impl(op, torch.randn(2, 3, 4), backend="torch")
+    assert numba_fn.__module__ == "normkit.backends.numba_backend"
+    assert inspect.signature(numba_fn) == inspect.signature(torch_fn)
+
+
+# ---------------------------------------------------------------------------------------
+# Autograd through the numba backend, float64.
+
+
+def _bn_train(x, w, b):
+    return nk.functional.batch_norm(x, None, None, w, b, training=True, backend="numba")
+
+
+def _bn_eval(x, w, b):
+    rm = torch.linspace(-1, 1, x.shape[1], dtype=x.dtype)
+    rv = torch.linspace(0.5, 2, x.shape[1], dtype=x.dtype)
+    return nk.functional.batch_norm(x, rm, rv, w, b, training=False, backend="numba")
+
+
+def _group(x, w, b):
+    return nk.functional.group_norm(x, 2, w, b, backend="numba")
+
+
+def _instance(x, w, b):
+    return nk.functional.instance_norm(x, weight=w, bias=b, backend="numba")
+
+
+def _layer(x, w, b):
+    return nk.functional.layer_norm(x, (x.shape[1],), w, b, backend="numba")
+
+
+def _rms(x, w, b):
+    return nk.functional.rms_norm(x, (x.shape[1],), w, eps=1e-6, backend="numba")
+
+
+CASES = [
+    pytest.param(_group, (3, 4, 5), False, id="group"),
+    pytest.param(_group, (3, 4, 3, 2), True, id="group-channels_last"),
+    pytest.param(_instance, (2, 4, 5), False, id="instance"),
+    pytest.param(_layer, (5, 4), False, id="layer"),
+    pytest.param(_rms, (5, 4), False, id="rms"),
+    pytest.param(_bn_train, (3, 4, 5), False, id="bn-train"),
+    pytest.param(_bn_train, (3, 4, 3, 2), True, id="bn-train-channels_last"),
+    pytest.param(_bn_train, (6, 4), False, id="bn1d-train"),
+    pytest.param(_bn_eval, (3, 4, 5), False, id="bn-eval"),
+    pytest.param(_bn_eval, (3, 4, 3, 2), True, id="bn-eval-channels_last"),
+]
+
+
+@pytest.mark.parametrize(("fn", "shape", "channels_last"), CASES)
+def test_gradcheck_and_gradgradcheck_float64(fn, shape, channels_last):
+    x = torch.randn(shape, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    w = torch.randn(shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.randn(shape[1], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(fn, (x, w, b))
+    assert torch.autograd.gradgradcheck(fn, (x, w, b))
+
+
+def test_grads_of_sum_backward_use_expanded_gradients():
+    """``.sum().backward()`` hands the kernels a stride-0 gradient."""
+    x = torch.randn(4, 3, 6, 5, requires_grad=True)
+    layer = nk.nn.BatchNorm2d(3)
+    layer(x).sum().backward()
+    reference = torch.nn.BatchNorm2d(3)
+    x_ref = x.detach().clone().requires_grad_(True)
+    reference(x_ref).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, atol=1e-5, rtol=0)
+    torch.testing.assert_close(layer.bias.grad, reference.bias.grad)
+
+
+# ---------------------------------------------------------------------------------------
+# Threads.
+
+
+def test_kernel_threads_follow_torch():
+    from normkit.kernels import _jit
+
+    x = torch.randn(4, 3, 50)
+    for count in (1, 2, 1):
+        with torch_threads(count):
+            nb.batch_norm_forward(x, None, None, 1e-5)
+            assert _jit._local.threads == min(count, _jit.numba.config.NUMBA_NUM_THREADS)
+            assert torch.get_num_threads() == count
+
+
+def test_four_python_threads_share_layers_in_eval_mode():
+    """An inference server: four threads run the same eval-mode layers concurrently."""
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(
+        nk.nn.BatchNorm2d(8),
+        torch.nn.Conv2d(8, 8, 3, padding=1),
+        nk.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+    )
+    with torch.no_grad():
+        for bn in (model[0], model[2]):
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.normal_()
+            bn.bias.normal_()
+    model.eval()
+    inputs = [torch.randn(16, 8, 12, 12) for _ in range(4)]
+    with torch.no_grad():
+        expected = [model(x) for x in inputs]
+    x_cl = inputs[0].contiguous(memory_format=torch.channels_last)
+    results: dict[int, list[bool]] = {i: [] for i in range(4)}
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def worker(i):
+        try:
+            barrier.wait()
+            with torch.no_grad():
+                for _ in range(25):
+                    results[i].append(torch.allclose(model(inputs[i]), expected[i], atol=1e-5))
+                    results[i].append(torch.allclose(model(x_cl), expected[0], atol=1e-5))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert all(all(r) and len(r) == 50 for r in results.values())
+
+
+def _forked_child(queue):
+    layer = nk.nn.BatchNorm2d(4)
+    x = torch.arange(2 * 4 * 5 * 5, dtype=torch.float32).reshape(2, 4, 5, 5)
+    queue.put((nb.supports(x), layer(x).detach().numpy()))
+
+
+def test_a_forked_child_falls_back_to_torch_instead_of_dying():
+    """GNU OpenMP cannot start parallel regions after fork (Numba would kill the child, e.g.
+    a DataLoader worker): the child runs the torch backend, with the same results."""
+    import multiprocessing
+
+    nb.batch_norm_forward(torch.randn(2, 3, 40), None, None, 1e-5)  # the pool is running
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    with torch_threads(1):  # as DataLoader workers run
+        child = ctx.Process(target=_forked_child, args=(queue,))
+        child.start()
+        supported, y = queue.get(timeout=60)
+        child.join(60)
+    assert child.exitcode == 0
+    assert supported == (nb.THREADING_LAYER != "omp")
+    x = torch.arange(2 * 4 * 5 * 5, dtype=torch.float32).reshape(2, 4, 5, 5)
+    torch.testing.assert_close(torch.from_numpy(y), torch.nn.BatchNorm2d(4)(x).detach())
+
+
+def _storages(values):
+    return [v.untyped_storage().data_ptr() for v in values if isinstance(v, torch.Tensor)]
+
+
+def test_no_op_returns_aliasing_tensors():
+    """torch.library custom ops (torch.compile) require outputs that alias nothing."""
+    x, g = torch.randn(3, 4, 70), torch.randn(3, 4, 70)
+    w, b = torch.randn(4), torch.randn(4)
+    mean, var = nb.batch_norm_stats(x)
+    invstd = torch.rsqrt(var + 1e-5)
+    rows, rg = torch.randn(6, 8), torch.randn(6, 8)
+    gm, gv = nb.group_norm_forward(x, 2, w, b, 1e-5)[1:]
+    rm, rv = nb.row_norm_forward(rows, torch.randn(8), None, 1e-5, True)[1:]
+    calls = [
+        ((x,), nb.batch_norm_stats(x)),
+        ((x,), nb.batch_norm_forward(x, w, b, 1e-5)),
+        ((g, x), nb.batch_norm_backward(g, x, w, mean, var, 1e-5)),
+        ((g, x), nb.batch_norm_backward_reduce(g, x, mean, invstd, w, b, "relu")),
+        ((x,), (nb.batch_norm_elemt(x, mean, invstd, w, b, "silu"),)),
+        ((x,), (nb.batch_norm_eval_forward(x, mean, var, w, b, 1e-5),)),
+        ((g, x), nb.batch_norm_eval_backward(g, x, mean, var, w, 1e-5)),
+        ((x,), nb.group_norm_forward(x, 2, w, b, 1e-5)),
+        ((g, x), nb.group_norm_backward(g, x, 2, w, gm, gv, 1e-5)),
+        ((rows,), nb.row_norm_forward(rows, None, None, 1e-5, False)),
+        ((rg, rows), nb.row_norm_backward(rg, rows, torch.randn(8), rm, rv, 1e-5, True)),
+    ]
+    for inputs, outputs in calls:
+        out = _storages(outputs)
+        assert len(set(out)) == len(out), "outputs share storage"
+        assert not set(out) & set(_storages([*inputs, w, b, mean, var])), "output aliases input"
+
+
+def test_torch_compile_runs_the_numba_kernels():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3),
+        nk.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        nk.nn.GroupNorm(2, 8),
+        torch.nn.Flatten(),
+        nk.nn.LayerNorm(8 * 6 * 6),
+    )
+    x = torch.randn(4, 3, 8, 8)
+    compiled = torch.compile(model, backend="eager")
+    y = compiled(x)
+    y.sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    for p in model.parameters():
+        p.grad = None
+    torch.testing.assert_close(model(x), y)
+    model(x).sum().backward()
+    for a, p in zip(grads, model.parameters(), strict=True):
+        torch.testing.assert_close(a, p.grad)
