@@ -28,7 +28,8 @@ import torch
 from torch import Tensor
 
 ENV_VAR = "NORMKIT_BUFFER_POOL_MB"
-_use_count = torch._C._storage_Use_Count
+# Private but long-standing (torch's inductor uses it); without it the pool stays off.
+_use_count = getattr(torch._C, "_storage_Use_Count", None)
 
 
 class _Slot:
@@ -70,6 +71,8 @@ class BufferPool:
     @classmethod
     def from_env(cls) -> BufferPool:
         """A pool sized by ``NORMKIT_BUFFER_POOL_MB`` (default 1024 MB, 0 disables)."""
+        if _use_count is None:  # cannot tell when a buffer is free: never reuse
+            return cls(0)
         raw = os.environ.get(ENV_VAR, "1024")
         try:
             megabytes = float(raw)

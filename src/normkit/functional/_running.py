@@ -16,6 +16,7 @@ input) leaves the running statistics and ``num_batches_tracked`` untouched and r
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -57,14 +58,14 @@ def update_running_stats(
             num_batches_tracked.add_(1)
         return
     bessel = count / (count - 1) if count > 1 else 1.0
-    finite = torch.isfinite(batch_mean).all() & torch.isfinite(batch_var).all()
     if torch.compiler.is_compiling():
+        finite = torch.isfinite(batch_mean).all() & torch.isfinite(batch_var).all()
         _update_branch_free(
             running_mean, running_var, batch_mean, batch_var, bessel, momentum,
             num_batches_tracked, finite,
         )  # fmt: skip
         return
-    if not bool(finite):
+    if not _all_finite(batch_mean, batch_var):
         warnings.warn(
             f"{name}: the batch statistics are not finite (NaN or Inf in the input); "
             "running_mean, running_var and num_batches_tracked were left unchanged",
@@ -75,11 +76,20 @@ def update_running_stats(
     if num_batches_tracked is not None:
         num_batches_tracked.add_(1)
     factor = momentum if momentum is not None else 1.0 / float(num_batches_tracked)
+    # lerp: running + factor * (batch - running), the same rule in one op per buffer.
     if running_mean is not None:
-        running_mean.mul_(1.0 - factor).add_(batch_mean.to(running_mean.dtype), alpha=factor)
+        running_mean.lerp_(batch_mean.to(running_mean.dtype), factor)
     if running_var is not None:
-        unbiased = batch_var.to(running_var.dtype) * bessel
-        running_var.mul_(1.0 - factor).add_(unbiased, alpha=factor)
+        running_var.lerp_(batch_var.to(running_var.dtype) * bessel, factor)
+
+
+def _all_finite(*tensors: Tensor) -> bool:
+    """No NaN/Inf in any of the tensors (one host sync).
+
+    A float64 sum is non-finite exactly when an element is: float32 statistics cannot
+    overflow it (and float64 ones only beyond 1e308 / numel, far outside any real batch).
+    """
+    return math.isfinite(sum(t.sum(dtype=torch.float64).item() for t in tensors))
 
 
 def _update_branch_free(
