@@ -58,3 +58,20 @@ def backend(request):
 
     with use_backend(request.param):
         yield request.param
+
+
+@pytest.fixture
+def fresh_compile():
+    """No on-disk compile caches: torch's AOT-autograd cache key does not cover a custom
+    op's registered backward, so a cache warmed by another version of normkit could replay
+    a stale backward graph."""
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+
+    torch._dynamo.reset()
+    with (
+        functorch_config.patch(enable_autograd_cache=False),
+        inductor_config.patch(fx_graph_cache=False),
+    ):
+        yield
+    torch._dynamo.reset()

@@ -53,12 +53,10 @@ def _check_against_eager(backend: str):
     assert_close(compiled(x), eager(x), torch.float32, what="eval")
 
 
-def test_compile_aot_eager_fullgraph():
-    torch._dynamo.reset()
+def test_compile_aot_eager_fullgraph(fresh_compile):
     _check_against_eager("aot_eager")
 
 
 @pytest.mark.slow
-def test_compile_inductor_fullgraph():
-    torch._dynamo.reset()
+def test_compile_inductor_fullgraph(fresh_compile):
     _check_against_eager("inductor")

@@ -55,23 +55,6 @@ def run(layer, x, grad, module=None):
     return y.detach(), x.grad, params
 
 
-@pytest.fixture
-def fresh_compile():
-    """No on-disk compile caches: torch's AOT-autograd cache key does not cover a custom
-    op's registered backward, so a cache warmed by another version of normkit could replay
-    a stale backward graph."""
-    import torch._functorch.config as functorch_config
-    import torch._inductor.config as inductor_config
-
-    torch._dynamo.reset()
-    with (
-        functorch_config.patch(enable_autograd_cache=False),
-        inductor_config.patch(fx_graph_cache=False),
-    ):
-        yield
-    torch._dynamo.reset()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(("cls", "args", "kwargs", "shape"), VARIANTS, ids=IDS)
 def test_torch_compile_fullgraph_matches_eager(cls, args, kwargs, shape, fresh_compile):
