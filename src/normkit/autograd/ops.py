@@ -74,7 +74,7 @@ def _cast(grad: Tensor | None, dtype: torch.dtype | None) -> Tensor | None:
     """A parameter gradient in the parameter's dtype (``None`` if there is no parameter)."""
     if grad is None or dtype is None:
         return None
-    return grad.to(dtype)
+    return grad if grad.dtype == dtype else grad.to(dtype)
 
 
 def _dtype(t: Tensor | None) -> torch.dtype | None:

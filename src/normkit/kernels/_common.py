@@ -152,7 +152,7 @@ def grad_sums(g, x, m, a, b, act, slope):
 # Elementwise loops, scalar coefficients (one segment of one channel/plane).
 
 
-@kernel
+@kernel(inline=True)
 def affine_act(src, dst, m, a, b, act, slope):
     """``dst = act((src - m) * a + b)``."""
     z = src.dtype.type(0)
@@ -181,7 +181,7 @@ def affine_act(src, dst, m, a, b, act, slope):
             dst[i] = half * v * (one + math.erf(v * r2))
 
 
-@kernel
+@kernel(inline=True)
 def grad_apply(g, x, dx, m, k1, k2, k3, a, b, act, slope):
     """``dx = k1 * dy - k2 * (x - m) - k3`` with ``dy = g * act'((x - m) * a + b)``."""
     z = x.dtype.type(0)
