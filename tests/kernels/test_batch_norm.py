@@ -31,6 +31,7 @@ SHAPES = [
     pytest.param((8, 16, 49), id="7x7-planes"),
     pytest.param((3, 2, 40001), id="chunks-cross-planes"),
     pytest.param((700, 130, 1), id="bn1d-many-rows"),
+    pytest.param((97, 200, 1), id="bn1d-column-blocks"),  # fused small path, 2 blocks + tail
     pytest.param((2, 600, 70), id="many-channels"),
     pytest.param((700, 3, 40), id="short-planes-many-rows"),
 ]
@@ -172,7 +173,7 @@ def test_unknown_activation_is_a_value_error():
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("shape", [(16, 4, 1000), (4096, 8, 1)])
+@pytest.mark.parametrize("shape", [(16, 4, 1000), (4096, 8, 1), (300, 256, 1), (64, 32, 49)])
 def test_large_mean_keeps_variance_and_output_accurate(shape, layout, threads):
     x64 = 1e4 + torch.randn(shape, dtype=torch.float64)
     x = as_layout(x64.to(torch.float32), layout)

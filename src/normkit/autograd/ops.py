@@ -74,7 +74,7 @@ def _cast(grad: Tensor | None, dtype: torch.dtype | None) -> Tensor | None:
     """A parameter gradient in the parameter's dtype (``None`` if there is no parameter)."""
     if grad is None or dtype is None:
         return None
-    return grad.to(dtype)
+    return grad if grad.dtype == dtype else grad.to(dtype)
 
 
 def _dtype(t: Tensor | None) -> torch.dtype | None:
@@ -119,10 +119,14 @@ class _NormFn(torch.autograd.Function):
         ctx.save_for_backward(x, weight, bias, mean, var)
         ctx.kind, ctx.eps, ctx.option, ctx.backend = kind, eps, option, backend
         ctx.mark_non_differentiable(mean, var)
+        # The statistics never get a gradient: do not build zero tensors for them.
+        ctx.set_materialize_grads(False)
         return y, mean, var
 
     @staticmethod
     def backward(ctx, grad, _grad_mean, _grad_var):
+        if grad is None:  # only the statistics were used: nothing flows back
+            return (None,) * 7
         x, weight, bias, mean, var = ctx.saved_tensors
         needs = ctx.needs_input_grad[1:4]
         if torch.is_grad_enabled():

@@ -25,8 +25,9 @@ import os
 import numpy as np
 import torch
 from torch import Tensor
+from torch.autograd.graph import increment_version
 
-from normkit.backends import register, register_backend
+from normkit.backends import register, register_backend, torch_ops
 from normkit.backends.buffer_pool import BufferPool
 from normkit.backends.torch_ops import ACTIVATIONS
 from normkit.kernels import ACT_CODES, KERNELS, set_threads, start_threads
@@ -425,6 +426,42 @@ def row_norm_backward(
     return _result(dx, x), dweight if weight is not None else None, dbias
 
 
+# ---------------------------------------------------------------------------------------
+# Running statistics (C values: one serial kernel call instead of a handful of torch ops).
+
+
+def _buffer(t: Tensor | None, dtype: torch.dtype) -> bool:
+    """A running buffer the kernel can update in place (or None)."""
+    return t is None or (t.dtype == dtype and t.is_cpu and t.dim() == 1 and t.is_contiguous())
+
+
+def running_stats_update(
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    batch_mean: Tensor,
+    batch_var: Tensor,
+    factor: float,
+    bessel: float,
+) -> bool:
+    """See :func:`normkit.backends.torch_ops.running_stats_update`."""
+    dt = batch_mean.dtype
+    if not (
+        batch_var.dtype == dt and batch_var.is_cpu and _buffer(running_mean, dt)
+        and _buffer(running_var, dt)
+    ):  # fmt: skip
+        return torch_ops.running_stats_update(
+            running_mean, running_var, batch_mean, batch_var, factor, bessel
+        )
+    rm = _EMPTY[dt] if running_mean is None else running_mean.detach().numpy()
+    rv = _EMPTY[dt] if running_var is None else running_var.detach().numpy()
+    updated = _kernel("running_update", "vec", dt)(
+        rm, rv, _vec(batch_mean, dt), _vec(batch_var, dt), float(factor), float(bessel)
+    )
+    if updated:  # written through NumPy: tell autograd, as an in-place torch op would
+        increment_version(tuple(t for t in (running_mean, running_var) if t is not None))
+    return updated
+
+
 OPS = {
     "batch_norm_stats": batch_norm_stats,
     "batch_norm_elemt": batch_norm_elemt,
@@ -438,6 +475,7 @@ OPS = {
     "group_norm_backward": group_norm_backward,
     "row_norm_forward": row_norm_forward,
     "row_norm_backward": row_norm_backward,
+    "running_stats_update": running_stats_update,
 }
 
 register_backend("numba", supports)

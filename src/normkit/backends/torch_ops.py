@@ -21,6 +21,8 @@ the accumulation dtype (the autograd bridge casts them to the parameters' dtype)
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -384,6 +386,40 @@ def row_norm_backward(
     )
 
 
+@torch.no_grad()
+def running_stats_update(
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    batch_mean: Tensor,
+    batch_var: Tensor,
+    factor: float,
+    bessel: float,
+) -> bool:
+    """Fold one batch's statistics into running buffers, in place, if they are finite.
+
+    ``running_mean = lerp(running_mean, batch_mean, factor)`` and ``running_var =
+    lerp(running_var, batch_var * bessel, factor)`` (either buffer may be None), where
+    ``lerp(r, s, f) = r + f * (s - r)``. When any batch statistic is NaN/Inf nothing is
+    written and the result is False (the caller warns); True otherwise. One host sync.
+    """
+    if not _all_finite(batch_mean, batch_var):
+        return False
+    if running_mean is not None:
+        running_mean.lerp_(batch_mean.to(running_mean.dtype), factor)
+    if running_var is not None:
+        running_var.lerp_(batch_var.to(running_var.dtype) * bessel, factor)
+    return True
+
+
+def _all_finite(*tensors: Tensor) -> bool:
+    """No NaN/Inf in any of the tensors (one host sync).
+
+    A float64 sum is non-finite exactly when an element is: float32 statistics cannot
+    overflow it (and float64 ones only beyond 1e308 / numel, far outside any real batch).
+    """
+    return math.isfinite(sum(t.sum(dtype=torch.float64).item() for t in tensors))
+
+
 def _supports(x: Tensor) -> bool:
     return True
 
@@ -402,5 +438,6 @@ for _name, _fn in {
     "group_norm_backward": group_norm_backward,
     "row_norm_forward": row_norm_forward,
     "row_norm_backward": row_norm_backward,
+    "running_stats_update": running_stats_update,
 }.items():
     register(_name, "torch", _fn)

@@ -16,18 +16,18 @@ input) leaves the running statistics and ``num_batches_tracked`` untouched and r
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import torch
 from torch import Tensor
+
+from normkit.backends import get_impl
 
 
 class NonFiniteStatisticsWarning(RuntimeWarning):
     """A training batch produced NaN/Inf statistics; the running statistics were kept."""
 
 
-@torch.no_grad()
 def update_running_stats(
     running_mean: Tensor | None,
     running_var: Tensor | None,
@@ -37,6 +37,7 @@ def update_running_stats(
     momentum: float | None,
     num_batches_tracked: Tensor | None = None,
     name: str = "batch_norm",
+    backend: str | None = None,
 ) -> None:
     """Fold one batch's statistics into the running estimates, in place.
 
@@ -48,6 +49,7 @@ def update_running_stats(
             ``num_batches_tracked``).
         num_batches_tracked: 0-d long buffer, incremented in place when given.
         name: layer name for the warning.
+        backend: force a backend for the update (default: automatic, as for the ops).
     """
     if momentum is None and num_batches_tracked is None:
         raise ValueError(
@@ -59,13 +61,21 @@ def update_running_stats(
         return
     bessel = count / (count - 1) if count > 1 else 1.0
     if torch.compiler.is_compiling():
-        finite = torch.isfinite(batch_mean).all() & torch.isfinite(batch_var).all()
-        _update_branch_free(
-            running_mean, running_var, batch_mean, batch_var, bessel, momentum,
-            num_batches_tracked, finite,
-        )  # fmt: skip
+        with torch.no_grad():
+            finite = torch.isfinite(batch_mean).all() & torch.isfinite(batch_var).all()
+            _update_branch_free(
+                running_mean, running_var, batch_mean, batch_var, bessel, momentum,
+                num_batches_tracked, finite,
+            )  # fmt: skip
         return
-    if not _all_finite(batch_mean, batch_var):
+    if momentum is not None:
+        factor = momentum
+    else:  # the cumulative average over this batch too: 1 / (batches tracked after it)
+        factor = 1.0 / (float(num_batches_tracked) + 1.0)
+    # lerp: running + factor * (batch - running), guarded by the finiteness check, in one
+    # backend op (the compiled kernels do it in one call for float32/float64 buffers).
+    update = get_impl("running_stats_update", batch_mean, backend)
+    if not update(running_mean, running_var, batch_mean, batch_var, factor, bessel):
         warnings.warn(
             f"{name}: the batch statistics are not finite (NaN or Inf in the input); "
             "running_mean, running_var and num_batches_tracked were left unchanged",
@@ -73,23 +83,8 @@ def update_running_stats(
             stacklevel=2,
         )
         return
-    if num_batches_tracked is not None:
+    if num_batches_tracked is not None:  # an integer tensor: never tracked by autograd
         num_batches_tracked.add_(1)
-    factor = momentum if momentum is not None else 1.0 / float(num_batches_tracked)
-    # lerp: running + factor * (batch - running), the same rule in one op per buffer.
-    if running_mean is not None:
-        running_mean.lerp_(batch_mean.to(running_mean.dtype), factor)
-    if running_var is not None:
-        running_var.lerp_(batch_var.to(running_var.dtype) * bessel, factor)
-
-
-def _all_finite(*tensors: Tensor) -> bool:
-    """No NaN/Inf in any of the tensors (one host sync).
-
-    A float64 sum is non-finite exactly when an element is: float32 statistics cannot
-    overflow it (and float64 ones only beyond 1e308 / numel, far outside any real batch).
-    """
-    return math.isfinite(sum(t.sum(dtype=torch.float64).item() for t in tensors))
 
 
 def _update_branch_free(

@@ -71,8 +71,9 @@ def batch_norm(
     if running_mean is not None or running_var is not None:
         count = x.shape[0] * x.shape[2]
         update_running_stats(
-            running_mean, running_var, mean, var, count, momentum, num_batches_tracked, name
-        )
+            running_mean, running_var, mean, var, count, momentum, num_batches_tracked, name,
+            backend,
+        )  # fmt: skip
     return y.reshape(input.shape)
 
 
@@ -120,6 +121,7 @@ def instance_norm(
         with torch.no_grad():
             batch_mean, batch_var = mean.mean(0), var.mean(0)
         update_running_stats(
-            running_mean, running_var, batch_mean, batch_var, x.shape[2], momentum, None, name
-        )
+            running_mean, running_var, batch_mean, batch_var, x.shape[2], momentum, None, name,
+            backend,
+        )  # fmt: skip
     return y.reshape(input.shape)

@@ -69,7 +69,7 @@ def shift_of(seg):
 # Reductions over one contiguous segment.
 
 
-@kernel
+@kernel(inline=True)
 def shifted_sums(seg, k):
     """``(sum(x - k), sum((x - k)**2))`` in float64 over float-typed blocks."""
     z = seg.dtype.type(0)
@@ -91,7 +91,7 @@ def shifted_sums(seg, k):
     return s1, s2
 
 
-@kernel
+@kernel(inline=True)
 def _grad_block(g, x, m, a, b, act, slope):
     """Block partials ``(sum dy, sum dy * (x - m))`` with ``dy = g * act'((x - m) * a + b)``."""
     z = x.dtype.type(0)
@@ -132,7 +132,7 @@ def _grad_block(g, x, m, a, b, act, slope):
     return s1, s2
 
 
-@kernel
+@kernel(inline=True)
 def grad_sums(g, x, m, a, b, act, slope):
     """``(sum dy, sum dy * (x - m))`` in float64, ``dy = g * act'((x - m) * a + b)``."""
     s1 = 0.0
@@ -152,7 +152,7 @@ def grad_sums(g, x, m, a, b, act, slope):
 # Elementwise loops, scalar coefficients (one segment of one channel/plane).
 
 
-@kernel
+@kernel(inline=True)
 def affine_act(src, dst, m, a, b, act, slope):
     """``dst = act((src - m) * a + b)``."""
     z = src.dtype.type(0)
@@ -181,7 +181,7 @@ def affine_act(src, dst, m, a, b, act, slope):
             dst[i] = half * v * (one + math.erf(v * r2))
 
 
-@kernel
+@kernel(inline=True)
 def grad_apply(g, x, dx, m, k1, k2, k3, a, b, act, slope):
     """``dx = k1 * dy - k2 * (x - m) - k3`` with ``dy = g * act'((x - m) * a + b)``."""
     z = x.dtype.type(0)

@@ -49,12 +49,19 @@ from normkit.kernels._jit import entry, kernel
 # Planes shorter than this are processed as rows of C * L values with per-position
 # coefficients: a loop over 49 values (7x7) would run mostly in the scalar remainder (R8).
 SHORT_PLANE = 64
+# The elementwise passes keep per-plane scalar coefficients down to this plane length
+# (measured on 7x7 planes: 1.4x faster than per-position coefficient rows; slower below
+# about 36 values, where a plane is mostly loop overhead).
+SHORT_PLANE_APPLY = 40
 # Channels-last rows shorter than these are processed several at a time, as one longer row
 # with tiled coefficients, so inner loops stay long (C = 64 would be 4 vectors). Measured on
 # (100352, 64): reductions like long tiles; elementwise passes, whose coefficient arrays
 # compete with three streams for L1 sets, prefer short ones (512 was 2.7x slower than 256).
 TILE_SUMS = 1024
 TILE_ELEMENTWISE = 256
+# Channels-last tensors of at most this many values per thread (1 MiB of float32, half a
+# core's L2) run statistics and normalization per column block in one parallel region.
+SMALL_NLC = 1 << 18
 
 # ---------------------------------------------------------------------------------------
 # ncl: x (N, C, L) flattened; plane p = n * M + m has coefficient index m = p % M.
@@ -194,7 +201,7 @@ def _ncl_moments(x, threads):
 @kernel
 def _ncl_apply_all(x, y, mh, a, b, act, slope, threads):
     N, M, L = x.shape
-    if L < SHORT_PLANE:
+    if L < SHORT_PLANE_APPLY:
         bounds = chunk_bounds(N, M * L, threads, 1)
         _nlc_apply(
             x.reshape(N, M * L), y.reshape(N, M * L), _expand(mh, L), _expand(a, L),
@@ -227,7 +234,7 @@ def _ncl_grad_moments(g, x, mh, a, b, act, slope, threads):
 @kernel
 def _ncl_grad_apply_all(g, x, dx, mh, a, b, k1, k2, k3, act, slope, threads):
     N, M, L = x.shape
-    if L < SHORT_PLANE:
+    if L < SHORT_PLANE_APPLY:
         bounds = chunk_bounds(N, M * L, threads, 1)
         _nlc_grad_apply(
             g.reshape(N, M * L), x.reshape(N, M * L), dx.reshape(N, M * L), _expand(mh, L),
@@ -246,6 +253,44 @@ def _ncl_grad_apply_all(g, x, dx, mh, a, b, k1, k2, k3, act, slope, threads):
 # nlc: x (R, C), channels fastest.
 
 
+@kernel
+def _col_sums(x, k, r0, r1, c0, c1, out1, out2):
+    """Shifted sums of rows ``r0:r1``, columns ``c0:c1`` of ``x (R, C)`` around ``k``
+    (length ``c1 - c0``), stored (float64) in ``out1``/``out2``."""
+    w = c1 - c0
+    acc1 = np.zeros(w)
+    acc2 = np.zeros(w)
+    blk1 = np.empty(w, x.dtype)
+    blk2 = np.empty(w, x.dtype)
+    r = r0
+    while r < r1:
+        stop = min(r1, r + ROW_BLOCK)
+        for c in range(w):
+            blk1[c] = 0
+            blk2[c] = 0
+        rr = r
+        while rr + 4 <= stop:
+            shifted_sums_rows4(
+                x[rr, c0:c1], x[rr + 1, c0:c1], x[rr + 2, c0:c1], x[rr + 3, c0:c1], k,
+                blk1, blk2,
+            )  # fmt: skip
+            rr += 4
+        while rr < stop:
+            row = x[rr, c0:c1]
+            for c in range(w):
+                d = row[c] - k[c]
+                blk1[c] += d
+                blk2[c] += d * d
+            rr += 1
+        for c in range(w):
+            acc1[c] += blk1[c]
+            acc2[c] += blk2[c]
+        r = stop
+    for c in range(w):
+        out1[c] = acc1[c]
+        out2[c] = acc2[c]
+
+
 @kernel(parallel=True)
 def _nlc_sums(x, shift, bounds, cb, s1, s2):
     C = x.shape[1]
@@ -255,40 +300,7 @@ def _nlc_sums(x, shift, bounds, cb, s1, s2):
         t = task // nb
         c0 = (task - t * nb) * cb
         c1 = min(C, c0 + cb)
-        k = shift[c0:c1]
-        w = c1 - c0
-        acc1 = np.zeros(w)
-        acc2 = np.zeros(w)
-        blk1 = np.empty(w, x.dtype)
-        blk2 = np.empty(w, x.dtype)
-        r = bounds[t]
-        hi = bounds[t + 1]
-        while r < hi:
-            stop = min(hi, r + ROW_BLOCK)
-            for c in range(w):
-                blk1[c] = 0
-                blk2[c] = 0
-            rr = r
-            while rr + 4 <= stop:
-                shifted_sums_rows4(
-                    x[rr, c0:c1], x[rr + 1, c0:c1], x[rr + 2, c0:c1], x[rr + 3, c0:c1], k,
-                    blk1, blk2,
-                )  # fmt: skip
-                rr += 4
-            while rr < stop:
-                row = x[rr, c0:c1]
-                for c in range(w):
-                    d = row[c] - k[c]
-                    blk1[c] += d
-                    blk2[c] += d * d
-                rr += 1
-            for c in range(w):
-                acc1[c] += blk1[c]
-                acc2[c] += blk2[c]
-            r = stop
-        for c in range(w):
-            s1[t, c0 + c] = acc1[c]
-            s2[t, c0 + c] = acc2[c]
+        _col_sums(x, shift[c0:c1], bounds[t], bounds[t + 1], c0, c1, s1[t, c0:c1], s2[t, c0:c1])
 
 
 @kernel(parallel=True)
@@ -296,6 +308,42 @@ def _nlc_apply(x, y, mh, a, b, bounds, act, slope):
     for t in prange(bounds.shape[0] - 1):
         for r in range(bounds[t], bounds[t + 1]):
             affine_act_row(x[r], y[r], mh, a, b, act, slope)
+
+
+@kernel
+def _col_grad_sums(g, x, m, a, b, act, slope, r0, r1, c0, c1, out1, out2):
+    """``(sum dy, sum dy * (x - m))`` over rows ``r0:r1``, columns ``c0:c1`` (coefficients
+    ``m``/``a``/``b`` of length ``c1 - c0``), stored (float64) in ``out1``/``out2``."""
+    w = c1 - c0
+    acc1 = np.zeros(w)
+    acc2 = np.zeros(w)
+    blk1 = np.empty(w, x.dtype)
+    blk2 = np.empty(w, x.dtype)
+    r = r0
+    while r < r1:
+        stop = min(r1, r + ROW_BLOCK)
+        for c in range(w):
+            blk1[c] = 0
+            blk2[c] = 0
+        rr = r
+        if act == IDENTITY:
+            while rr + 4 <= stop:
+                grad_sums_rows4(
+                    g[rr, c0:c1], g[rr + 1, c0:c1], g[rr + 2, c0:c1], g[rr + 3, c0:c1],
+                    x[rr, c0:c1], x[rr + 1, c0:c1], x[rr + 2, c0:c1], x[rr + 3, c0:c1],
+                    m, blk1, blk2,
+                )  # fmt: skip
+                rr += 4
+        while rr < stop:
+            grad_sums_row(g[rr, c0:c1], x[rr, c0:c1], m, a, b, act, slope, blk1, blk2)
+            rr += 1
+        for c in range(w):
+            acc1[c] += blk1[c]
+            acc2[c] += blk2[c]
+        r = stop
+    for c in range(w):
+        out1[c] = acc1[c]
+        out2[c] = acc2[c]
 
 
 @kernel(parallel=True)
@@ -307,41 +355,10 @@ def _nlc_grad_sums(g, x, mh, a, b, bounds, cb, act, slope, s1, s2):
         t = task // nb
         c0 = (task - t * nb) * cb
         c1 = min(C, c0 + cb)
-        w = c1 - c0
-        acc1 = np.zeros(w)
-        acc2 = np.zeros(w)
-        blk1 = np.empty(w, x.dtype)
-        blk2 = np.empty(w, x.dtype)
-        r = bounds[t]
-        hi = bounds[t + 1]
-        while r < hi:
-            stop = min(hi, r + ROW_BLOCK)
-            for c in range(w):
-                blk1[c] = 0
-                blk2[c] = 0
-            rr = r
-            if act == IDENTITY:
-                m = mh[c0:c1]
-                while rr + 4 <= stop:
-                    grad_sums_rows4(
-                        g[rr, c0:c1], g[rr + 1, c0:c1], g[rr + 2, c0:c1], g[rr + 3, c0:c1],
-                        x[rr, c0:c1], x[rr + 1, c0:c1], x[rr + 2, c0:c1], x[rr + 3, c0:c1],
-                        m, blk1, blk2,
-                    )  # fmt: skip
-                    rr += 4
-            while rr < stop:
-                grad_sums_row(
-                    g[rr, c0:c1], x[rr, c0:c1], mh[c0:c1], a[c0:c1], b[c0:c1], act, slope,
-                    blk1, blk2,
-                )  # fmt: skip
-                rr += 1
-            for c in range(w):
-                acc1[c] += blk1[c]
-                acc2[c] += blk2[c]
-            r = stop
-        for c in range(w):
-            s1[t, c0 + c] = acc1[c]
-            s2[t, c0 + c] = acc2[c]
+        _col_grad_sums(
+            g, x, mh[c0:c1], a[c0:c1], b[c0:c1], act, slope, bounds[t], bounds[t + 1], c0, c1,
+            s1[t, c0:c1], s2[t, c0:c1],
+        )  # fmt: skip
 
 
 @kernel(parallel=True)
@@ -352,19 +369,25 @@ def _nlc_grad_apply(g, x, dx, mh, a, b, k1, k2, k3, bounds, act, slope):
 
 
 @kernel
-def _nlc_shift(x):
-    R, C = x.shape
-    k = min(64, R)
-    acc = np.zeros(C)
+def _col_shift(x, c0, c1):
+    """Per column ``c0:c1`` of ``x (R, C)``: mean of its first <= 64 values (0 if not finite)."""
+    k = min(64, x.shape[0])
+    w = c1 - c0
+    acc = np.zeros(w)
     for r in range(k):
-        row = x[r]
-        for c in range(C):
+        row = x[r, c0:c1]
+        for c in range(w):
             acc[c] += row[c]
-    shift = np.empty(C, x.dtype)
-    for c in range(C):
+    shift = np.empty(w, x.dtype)
+    for c in range(w):
         s = acc[c] / k
         shift[c] = s if np.isfinite(s) else 0.0
     return shift
+
+
+@kernel
+def _nlc_shift(x):
+    return _col_shift(x, 0, x.shape[1])
 
 
 @kernel
@@ -509,6 +532,91 @@ def _nlc_grad_apply_all(g, x, dx, mh, a, b, k1, k2, k3, act, slope, threads):
 
 
 # ---------------------------------------------------------------------------------------
+# Small channels-last tensors (BatchNorm1d on (256, 1024)): each thread takes a block of
+# columns through all rows, statistics then normalization (or gradient sums then dx), in
+# one parallel region; the block stays in the thread's L2 cache between the two sweeps and
+# no partial sums cross threads.
+
+
+@kernel
+def _small_blocks(R, C, threads):
+    """Column-block width of the fused path, or 0 when ``x (R, C)`` is not small (more
+    than ``SMALL_NLC`` values per thread) or its rows are too short to split."""
+    if C < 64 or R * C > SMALL_NLC * threads:
+        return 0
+    cb = (C + threads - 1) // threads
+    return max(64, (cb + 15) // 16 * 16)
+
+
+@kernel(parallel=True)
+def _nlc_forward_cols(x, y, w, b, eps, act, slope, cb, mean_out, var_out):
+    R, C = x.shape
+    for blk in prange((C + cb - 1) // cb):
+        c0 = blk * cb
+        c1 = min(C, c0 + cb)
+        shift = _col_shift(x, c0, c1)
+        s1 = np.empty(c1 - c0)
+        s2 = np.empty(c1 - c0)
+        _col_sums(x, shift, 0, R, c0, c1, s1, s2)
+        mean, var = finish_stats(shift, s1, s2, R, mean_out[c0:c1], var_out[c0:c1])
+        mh, a, bb, _ = affine_coeffs(mean, invstd_of(var, eps), w[c0:c1], b[c0:c1], x)
+        for r in range(R):
+            affine_act_row(x[r, c0:c1], y[r, c0:c1], mh, a, bb, act, slope)
+
+
+@kernel(parallel=True)
+def _nlc_backward_cols(g, x, dx, w, mean, var, eps, cb, dw_out, db_out):
+    R, C = x.shape
+    zero = x.dtype.type(0)
+    no_bias = np.empty(0, x.dtype)
+    for blk in prange((C + cb - 1) // cb):
+        c0 = blk * cb
+        c1 = min(C, c0 + cb)
+        wb = w[c0:c1]
+        inv = invstd_of(var[c0:c1].astype(np.float64), eps)
+        mh, a, bb, lo = affine_coeffs(mean[c0:c1].astype(np.float64), inv, wb, no_bias, x)
+        s1 = np.empty(c1 - c0)
+        s2 = np.empty(c1 - c0)
+        _col_grad_sums(g, x, mh, a, bb, IDENTITY, zero, 0, R, c0, c1, s1, s2)
+        dy_xhat = _dy_xhat(s1, s2, lo, inv)
+        k1, k2, k3 = grad_coeffs(inv, wb, s1, dy_xhat, R, lo, x)
+        for r in range(R):
+            grad_apply_row(
+                g[r, c0:c1], x[r, c0:c1], dx[r, c0:c1], mh, k1, k2, k3, a, bb, IDENTITY, zero
+            )
+        _store(dy_xhat, dw_out[c0:c1])
+        _store(s1, db_out[c0:c1])
+
+
+@kernel
+def _nlc_forward_small(x, y, w, b, eps, act, slope, mean_out, var_out, threads):
+    cb = _small_blocks(x.shape[0], x.shape[1], threads)
+    if cb == 0:
+        return False
+    _nlc_forward_cols(x, y, w, b, eps, act, slope, cb, mean_out, var_out)
+    return True
+
+
+@kernel
+def _nlc_backward_small(g, x, dx, w, mean, var, eps, dw_out, db_out, threads):
+    cb = _small_blocks(x.shape[0], x.shape[1], threads)
+    if cb == 0:
+        return False
+    _nlc_backward_cols(g, x, dx, w, mean, var, eps, cb, dw_out, db_out)
+    return True
+
+
+@kernel
+def _no_forward_small(x, y, w, b, eps, act, slope, mean_out, var_out, threads):
+    return False
+
+
+@kernel
+def _no_backward_small(g, x, dx, w, mean, var, eps, dw_out, db_out, threads):
+    return False
+
+
+# ---------------------------------------------------------------------------------------
 # Layout stubs: resolved at compile time by the rank of x (3: ncl, 2: nlc).
 
 
@@ -530,6 +638,26 @@ def grad_moments(g, x, mh, a, b, act, slope, threads):  # pragma: no cover - com
 def grad_apply_all(g, x, dx, mh, a, b, k1, k2, k3, act, slope, threads):  # pragma: no cover
     """``dx = k1 * dy - k2 * (x - mh) - k3`` per channel."""
     raise NotImplementedError
+
+
+def forward_small(x, y, w, b, eps, act, slope, mean_out, var_out, threads):  # pragma: no cover
+    """The fused training forward for small channels-last ``x``; False if not applicable."""
+    raise NotImplementedError
+
+
+def backward_small(g, x, dx, w, mean, var, eps, dw_out, db_out, threads):  # pragma: no cover
+    """The fused training backward for small channels-last ``x``; False if not applicable."""
+    raise NotImplementedError
+
+
+@overload(forward_small)
+def _forward_small_impl(x, y, w, b, eps, act, slope, mean_out, var_out, threads):
+    return _no_forward_small.py_func if x.ndim == 3 else _nlc_forward_small.py_func
+
+
+@overload(backward_small)
+def _backward_small_impl(g, x, dx, w, mean, var, eps, dw_out, db_out, threads):
+    return _no_backward_small.py_func if x.ndim == 3 else _nlc_backward_small.py_func
 
 
 @overload(moments)
@@ -690,6 +818,8 @@ def bn_backward_elemt(
 @entry(**_sig(f"void(X, X, {_V}, {_V}, float64, int64, float64, {_V}, {_V}, int64)"))
 def bn_forward(x, y, w, b, eps, act, slope, mean_out, var_out, threads):
     """Training forward: statistics, then ``y = act(x_hat * w + b)``."""
+    if forward_small(x, y, w, b, eps, act, x.dtype.type(slope), mean_out, var_out, threads):
+        return
     shift, s1, s2 = moments(x, threads)
     mean, var = finish_stats(shift, s1, s2, x.size // mean_out.shape[0], mean_out, var_out)
     mh, a, bb, _ = affine_coeffs(mean, invstd_of(var, eps), w, b, x)
@@ -699,6 +829,8 @@ def bn_forward(x, y, w, b, eps, act, slope, mean_out, var_out, threads):
 @entry(**_sig(f"void(X, X, X, {_V}, {_V}, {_V}, float64, {_V}, {_V}, int64)"))
 def bn_backward(g, x, dx, w, mean, var, eps, dw_out, db_out, threads):
     """Training backward: ``dx``, ``dweight = sum(g * x_hat)``, ``dbias = sum(g)``."""
+    if backward_small(g, x, dx, w, mean, var, eps, dw_out, db_out, threads):
+        return
     inv = invstd_of(var.astype(np.float64), eps)
     no_bias = np.empty(0, x.dtype)
     zero = x.dtype.type(0)
