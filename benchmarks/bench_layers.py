@@ -176,29 +176,20 @@ def bn_act_builder(shape, mode, layout):
     return {"torch": _train_step(unfused, x, grad), "normkit": _train_step(fused, x, grad)}
 
 
-def small_cnn(input_shape: tuple[int, ...], norm: str, channels=(32, 32, 32)) -> torch.nn.Module:
-    """The lab's small CNN (``normkit.lab.models.cnn``): [Conv(k=3, pad 1) -> norm -> ReLU ->
-    MaxPool(2)] per width, then Linear; 2-D for ``(C, H, W)`` inputs, 1-D for ``(C, L)``.
-    Defined here so the benchmark runs without the lab. ``norm``: ``"torch"`` or
-    ``"normkit"`` BatchNorm."""
-    d = len(input_shape) - 1
-    conv = torch.nn.Conv2d if d == 2 else torch.nn.Conv1d
-    pool = torch.nn.MaxPool2d if d == 2 else torch.nn.MaxPool1d
-    bn = getattr(torch.nn if norm == "torch" else nk.nn, f"BatchNorm{d}d")
-    layers: list[torch.nn.Module] = []
-    width, side = input_shape[0], input_shape[1]
-    for c in channels:
-        layers += [conv(width, c, 3, padding=1), bn(c), torch.nn.ReLU(), pool(2)]
-        width, side = c, side // 2
-    layers += [torch.nn.Flatten(), torch.nn.Linear(width * side**d, 10)]
-    return torch.nn.Sequential(*layers)
+def lab_cnn(input_shape: tuple[int, ...], norm: str) -> torch.nn.Module:
+    """The lab's small CNN (``normkit.lab.models.cnn``, BatchNorm): [Conv(k=3, pad 1) -> BN ->
+    ReLU -> MaxPool(2)] x 3 at width 32, then Linear; 2-D for ``(C, H, W)`` inputs, 1-D for
+    ``(C, L)``. ``norm="torch"`` swaps in torch's BatchNorm with the same weights."""
+    from normkit.lab.models import cnn
+
+    torch.manual_seed(0)
+    model = cnn(input_shape, 10, norm="bn")
+    return model if norm == "normkit" else nk.tools.convert(model, "torch")
 
 
 def cnn_builder(shape, mode, layout):
-    torch.manual_seed(0)
-    reference = small_cnn(shape[1:], "torch")
-    torch.manual_seed(0)
-    ours = small_cnn(shape[1:], "normkit")
+    reference = lab_cnn(shape[1:], "torch")
+    ours = lab_cnn(shape[1:], "normkit")
     x = torch.randn(shape)
     target = torch.randint(0, 10, (shape[0],))
 

@@ -2,8 +2,8 @@
 
     python benchmarks/bench_tools.py [--quick] [--threads 2] [--csv PATH]
 
-Models: a small tutorial CNN (Conv-BN-ReLU-pool x2 + Linear, the stand-in for the lab's
-CNN) and a ResNet-style stage (stem + two basic blocks), each with torch.nn BatchNorm and
+Models: the lab's small CNN (``normkit.lab.models.cnn``: Conv-BN-ReLU-pool x3 + Linear) and
+a ResNet-style stage (stem + two basic blocks), each with torch.nn BatchNorm and
 with normkit.nn BatchNorm, in eval mode under ``torch.no_grad()``. Prints median times of
 the unfolded models and of the folded one, interleaved in one run, and the speed-up
 unfolded / folded (> 1: folding is faster). Appends rows to ``benchmarks/results/tools.csv``.
@@ -31,19 +31,14 @@ from _harness import (
 import normkit as nk
 
 
-def small_cnn(ns) -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1, bias=False),
-        ns.BatchNorm2d(32),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1, bias=False),
-        ns.BatchNorm2d(64),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(64 * 8 * 8, 10),
-    )
+def lab_cnn(ns) -> nn.Module:
+    """The lab's small CNN (``normkit.lab.models.cnn`` with BatchNorm) on 1x28x28 inputs;
+    with ``ns=torch.nn`` its BatchNorms are torch's (same weights)."""
+    from normkit.lab.models import cnn
+
+    torch.manual_seed(0)
+    model = cnn((1, 28, 28), 10, norm="bn")
+    return model if ns is nk.nn else nk.tools.convert(model, "torch")
 
 
 class BasicBlock(nn.Module):
@@ -96,11 +91,11 @@ def _infer(model, x):
 
 
 CASES = [
-    ("small CNN", small_cnn, (64, 3, 32, 32)),
+    ("lab CNN", lab_cnn, (128, 1, 28, 28)),
     ("ResNet-style stage", resnet_stage, (16, 3, 56, 56)),
 ]
 QUICK_CASES = [
-    ("small CNN", small_cnn, (16, 3, 32, 32)),
+    ("lab CNN", lab_cnn, (16, 1, 28, 28)),
     ("ResNet-style stage", resnet_stage, (4, 3, 32, 32)),
 ]
 
