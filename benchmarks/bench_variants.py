@@ -1,10 +1,12 @@
 """BatchNorm variants vs their torch baselines, as ratios measured in one interleaved run.
 
-    python benchmarks/bench_variants.py [--quick] [--threads 2] [--only layers|sync] [--csv PATH]
+    python benchmarks/bench_variants.py [--quick] [--threads 2] [--only layers|bnact|sync]
+        [--csv PATH]
 
 Rows:
-* BatchNormAct (fused) vs torch BatchNorm followed by the activation, training fwd+bwd and
-  eval forward;
+* BatchNormAct (fused) vs torch BatchNorm followed by the activation, and vs normkit
+  BatchNorm followed by the same torch activation module (the fusion alone), training
+  fwd+bwd and eval forward;
 * FrozenBatchNorm vs torch BatchNorm in eval mode (forward, and forward+backward to the input);
 * BatchRenorm and GhostBatchNorm training fwd+bwd vs torch BatchNorm (their overhead);
 * SyncBatchNorm: a training step in each of 2 gloo processes (one thread each, every
@@ -70,6 +72,10 @@ def _cases(quick: bool):
         torch_layer = nn.Sequential(nn.BatchNorm2d(channels2d), ACT_MODULES[act]())
         ours = nk.nn.BatchNormAct2d(channels2d, act=act)
         cases.append((f"BatchNormAct2d({act}) vs BN2d+{act}", shape2d, torch_layer, ours, True))
+        # The fusion alone: normkit's BatchNorm2d followed by torch's activation module.
+        unfused = nn.Sequential(nk.nn.BatchNorm2d(channels2d), ACT_MODULES[act]())
+        ours = nk.nn.BatchNormAct2d(channels2d, act=act)
+        cases.append((f"BatchNormAct2d({act}) vs nk BN2d+{act}", shape2d, unfused, ours, True))
     torch_layer = nn.Sequential(nn.BatchNorm1d(channels1d), nn.ReLU())
     cases.append(
         (
@@ -102,9 +108,11 @@ def _cases(quick: bool):
     return cases
 
 
-def bench_layers(quick: bool, repeats: int, env: Environment):
+def bench_layers(quick: bool, repeats: int, env: Environment, only_act: bool = False):
     table, rows = [], []
     for label, shape, reference, ours, trainable in _cases(quick):
+        if only_act and not label.startswith("BatchNormAct"):
+            continue
         x = torch.randn(shape, requires_grad=True)
         grad = torch.randn(shape)
         modes = []
@@ -262,7 +270,10 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument(
-        "--only", choices=["layers", "sync"], default=None, help="run one group of rows"
+        "--only",
+        choices=["layers", "bnact", "sync"],
+        default=None,
+        help="run one group of rows (bnact: the BatchNormAct rows only)",
     )
     parser.add_argument("--csv", type=Path, default=RESULTS_DIR / "variants.csv")
     args = parser.parse_args(argv)
@@ -271,8 +282,9 @@ def main(argv=None) -> int:
     env = Environment()
     print(f"# {env.cpu}, torch {env.torch}, numba {env.numba}, {env.threads} threads, "
           f"malloc {env.malloc}, backends {nk.backends.available()}")  # fmt: skip
-    rows = [] if args.only == "sync" else bench_layers(args.quick, repeats, env)
-    if args.only != "layers":
+    only_act = args.only == "bnact"
+    rows = [] if args.only == "sync" else bench_layers(args.quick, repeats, env, only_act)
+    if args.only not in ("layers", "bnact"):
         print("\n# SyncBatchNorm, one thread per process")
         rows += bench_sync(args.quick, repeats, env)
     append_csv(args.csv, rows)

@@ -1,19 +1,11 @@
-"""Frozen batch normalization: fixed statistics and affine, as one scale and shift."""
+"""Frozen batch normalization: fixed statistics and affine, BatchNorm inference in any mode."""
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from normkit.functional import _validate as v
-
-
-def frozen_scale_shift(
-    weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor, eps: float
-) -> tuple[Tensor, Tensor]:
-    """``scale = weight / sqrt(running_var + eps)``, ``shift = bias - running_mean * scale``."""
-    scale = weight * torch.rsqrt(running_var + eps)
-    return scale, bias - running_mean * scale
+from normkit.functional.batch_norm import batch_norm
 
 
 def frozen_batch_norm(
@@ -32,9 +24,11 @@ def frozen_batch_norm(
         \mathrm{scale} = \frac{\gamma}{\sqrt{\mathrm{running\_var} + \epsilon}},\qquad
         \mathrm{shift} = \beta - \mathrm{running\_mean} \cdot \mathrm{scale}
 
-    The same values as ``batch_norm(input, running_mean, running_var, weight, bias,
-    training=False, eps=eps)`` up to rounding. Differentiable in ``input`` (``dx = grad *
-    scale``); the statistics and the affine parameters are constants.
+    Computed as ``batch_norm(input, running_mean, running_var, weight, bias,
+    training=False, eps=eps)`` (on CPU float32/float64 the inference kernel: one read and one
+    write per element), which equals ``x * scale + shift`` up to rounding. Differentiable in
+    ``input`` (``dx = grad * scale``); the statistics and the affine parameters are constants
+    (detached, so no gradient reaches them even if they require one).
 
     Shape: ``input (N, C, *)``, the four per-channel tensors ``(C,)``; output as ``input``,
     in ``input``'s memory layout.
@@ -50,7 +44,8 @@ def frozen_batch_norm(
     ):
         v.check_vector(t, channels, what, name)
     v.check_eps(eps, False, name)
-    scale, shift = frozen_scale_shift(weight, bias, running_mean, running_var, eps)
-    shape = (1, channels) + (1,) * (input.dim() - 2)
     dtype = input.dtype
-    return torch.addcmul(shift.to(dtype).reshape(shape), input, scale.to(dtype).reshape(shape))
+    mean, var, weight, bias = (
+        t.detach().to(dtype) for t in (running_mean, running_var, weight, bias)
+    )
+    return batch_norm(input, mean, var, weight, bias, training=False, eps=eps, name=name)

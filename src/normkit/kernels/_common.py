@@ -10,7 +10,9 @@ Activations (``act`` codes, the same set as :mod:`normkit.backends.torch_ops`)::
     IDENTITY  v                       RELU   max(v, 0)        LEAKY_RELU  v > 0 ? v : s*v
     SILU      v * sigmoid(v)          GELU   v * Phi(v)  (exact, erf-based)
 
-and their derivatives for the backward, ``dy = grad * act'(pre)``.
+and their derivatives for the backward, ``dy = grad * act'(pre)``. silu and gelu (and their
+derivatives) come from :mod:`normkit.kernels._activations`: libm for float64, vectorizable
+polynomial approximations for float32.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import math
 
 import numpy as np
 
+from normkit.kernels._activations import gelu, gelu_grad, silu, silu_grad
 from normkit.kernels._jit import kernel
 
 IDENTITY, RELU, LEAKY_RELU, SILU, GELU = 0, 1, 2, 3, 4
@@ -33,8 +36,6 @@ ACT_CODES = {
 BLOCK = 4096  # elements per float32 partial sum (rule R3)
 ROW_BLOCK = 128  # rows per float32 column partial before it is flushed to float64
 MIN_CHUNK = 32768  # elements below which a parallel task is not worth a thread
-_SQRT1_2 = 0.7071067811865476
-_INV_SQRT_2PI = 0.3989422804014327
 
 
 @kernel
@@ -95,10 +96,6 @@ def shifted_sums(seg, k):
 def _grad_block(g, x, m, a, b, act, slope):
     """Block partials ``(sum dy, sum dy * (x - m))`` with ``dy = g * act'((x - m) * a + b)``."""
     z = x.dtype.type(0)
-    one = x.dtype.type(1)
-    half = x.dtype.type(0.5)
-    r2 = x.dtype.type(_SQRT1_2)
-    c = x.dtype.type(_INV_SQRT_2PI)
     s1 = z
     s2 = z
     n = x.shape[0]
@@ -119,14 +116,13 @@ def _grad_block(g, x, m, a, b, act, slope):
     elif act == SILU:
         for i in range(n):
             v = (x[i] - m) * a + b
-            sig = one / (one + np.exp(-v))
-            dy = g[i] * sig * (one + v * (one - sig))
+            dy = g[i] * silu_grad(v)
             s1 += dy
             s2 += dy * (x[i] - m)
     else:
         for i in range(n):
             v = (x[i] - m) * a + b
-            dy = g[i] * (half * (one + math.erf(v * r2)) + v * np.exp(-half * v * v) * c)
+            dy = g[i] * gelu_grad(v)
             s1 += dy
             s2 += dy * (x[i] - m)
     return s1, s2
@@ -156,9 +152,6 @@ def grad_sums(g, x, m, a, b, act, slope):
 def affine_act(src, dst, m, a, b, act, slope):
     """``dst = act((src - m) * a + b)``."""
     z = src.dtype.type(0)
-    one = src.dtype.type(1)
-    half = src.dtype.type(0.5)
-    r2 = src.dtype.type(_SQRT1_2)
     n = src.shape[0]
     if act == IDENTITY:
         for i in range(n):
@@ -174,21 +167,17 @@ def affine_act(src, dst, m, a, b, act, slope):
     elif act == SILU:
         for i in range(n):
             v = (src[i] - m) * a + b
-            dst[i] = v / (one + np.exp(-v))
+            dst[i] = silu(v)
     else:
         for i in range(n):
             v = (src[i] - m) * a + b
-            dst[i] = half * v * (one + math.erf(v * r2))
+            dst[i] = gelu(v)
 
 
 @kernel(inline=True)
 def grad_apply(g, x, dx, m, k1, k2, k3, a, b, act, slope):
     """``dx = k1 * dy - k2 * (x - m) - k3`` with ``dy = g * act'((x - m) * a + b)``."""
     z = x.dtype.type(0)
-    one = x.dtype.type(1)
-    half = x.dtype.type(0.5)
-    r2 = x.dtype.type(_SQRT1_2)
-    c = x.dtype.type(_INV_SQRT_2PI)
     n = x.shape[0]
     if act == IDENTITY:
         for i in range(n):
@@ -204,12 +193,11 @@ def grad_apply(g, x, dx, m, k1, k2, k3, a, b, act, slope):
     elif act == SILU:
         for i in range(n):
             v = (x[i] - m) * a + b
-            sig = one / (one + np.exp(-v))
-            dx[i] = k1 * (g[i] * sig * (one + v * (one - sig))) - k2 * (x[i] - m) - k3
+            dx[i] = k1 * (g[i] * silu_grad(v)) - k2 * (x[i] - m) - k3
     else:
         for i in range(n):
             v = (x[i] - m) * a + b
-            dy = g[i] * (half * (one + math.erf(v * r2)) + v * np.exp(-half * v * v) * c)
+            dy = g[i] * gelu_grad(v)
             dx[i] = k1 * dy - k2 * (x[i] - m) - k3
 
 
@@ -221,9 +209,6 @@ def grad_apply(g, x, dx, m, k1, k2, k3, a, b, act, slope):
 def affine_act_row(src, dst, m, a, b, act, slope):
     """``dst[c] = act((src[c] - m[c]) * a[c] + b[c])``."""
     z = src.dtype.type(0)
-    one = src.dtype.type(1)
-    half = src.dtype.type(0.5)
-    r2 = src.dtype.type(_SQRT1_2)
     n = src.shape[0]
     if act == IDENTITY:
         for i in range(n):
@@ -239,21 +224,17 @@ def affine_act_row(src, dst, m, a, b, act, slope):
     elif act == SILU:
         for i in range(n):
             v = (src[i] - m[i]) * a[i] + b[i]
-            dst[i] = v / (one + np.exp(-v))
+            dst[i] = silu(v)
     else:
         for i in range(n):
             v = (src[i] - m[i]) * a[i] + b[i]
-            dst[i] = half * v * (one + math.erf(v * r2))
+            dst[i] = gelu(v)
 
 
 @kernel
 def grad_sums_row(g, x, m, a, b, act, slope, acc1, acc2):
     """``acc1[c] += dy[c]; acc2[c] += dy[c] * (x[c] - m[c])``, ``dy = g * act'((x - m) * a + b)``."""
     z = x.dtype.type(0)
-    one = x.dtype.type(1)
-    half = x.dtype.type(0.5)
-    r2 = x.dtype.type(_SQRT1_2)
-    c = x.dtype.type(_INV_SQRT_2PI)
     n = x.shape[0]
     if act == IDENTITY:
         for i in range(n):
@@ -272,14 +253,13 @@ def grad_sums_row(g, x, m, a, b, act, slope, acc1, acc2):
     elif act == SILU:
         for i in range(n):
             v = (x[i] - m[i]) * a[i] + b[i]
-            sig = one / (one + np.exp(-v))
-            dy = g[i] * sig * (one + v * (one - sig))
+            dy = g[i] * silu_grad(v)
             acc1[i] += dy
             acc2[i] += dy * (x[i] - m[i])
     else:
         for i in range(n):
             v = (x[i] - m[i]) * a[i] + b[i]
-            dy = g[i] * (half * (one + math.erf(v * r2)) + v * np.exp(-half * v * v) * c)
+            dy = g[i] * gelu_grad(v)
             acc1[i] += dy
             acc2[i] += dy * (x[i] - m[i])
 
@@ -288,10 +268,6 @@ def grad_sums_row(g, x, m, a, b, act, slope, acc1, acc2):
 def grad_apply_row(g, x, dx, m, k1, k2, k3, a, b, act, slope):
     """``dx[c] = k1[c] * dy[c] - k2[c] * (x[c] - m[c]) - k3[c]``."""
     z = x.dtype.type(0)
-    one = x.dtype.type(1)
-    half = x.dtype.type(0.5)
-    r2 = x.dtype.type(_SQRT1_2)
-    c = x.dtype.type(_INV_SQRT_2PI)
     n = x.shape[0]
     if act == IDENTITY:
         for i in range(n):
@@ -307,13 +283,12 @@ def grad_apply_row(g, x, dx, m, k1, k2, k3, a, b, act, slope):
     elif act == SILU:
         for i in range(n):
             v = (x[i] - m[i]) * a[i] + b[i]
-            sig = one / (one + np.exp(-v))
-            dy = g[i] * sig * (one + v * (one - sig))
+            dy = g[i] * silu_grad(v)
             dx[i] = k1[i] * dy - k2[i] * (x[i] - m[i]) - k3[i]
     else:
         for i in range(n):
             v = (x[i] - m[i]) * a[i] + b[i]
-            dy = g[i] * (half * (one + math.erf(v * r2)) + v * np.exp(-half * v * v) * c)
+            dy = g[i] * gelu_grad(v)
             dx[i] = k1[i] * dy - k2[i] * (x[i] - m[i]) - k3[i]
 
 
