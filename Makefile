@@ -39,6 +39,8 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m normkit warmup --quiet
 	$(PY) benchmarks/bench_layers.py
+	$(PY) benchmarks/bench_variants.py
+	$(PY) benchmarks/bench_tools.py
 	$(PY) benchmarks/bench_cold_start.py
 
 warmup: $(STAMP)
