@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from normkit.autograd import sync
+from normkit.autograd._common import cast_grad, differentiable_grads, dtype_of, with_strides_of
 from normkit.backends import get_impl, torch_ops
 from normkit.backends.torch_ops import accumulation_dtype
 
@@ -119,27 +120,6 @@ def _composite_forward(mean, invstd, eps, act, negative_slope, batch_stats, grou
     return forward
 
 
-def _differentiable_grads(forward, inputs, grad, needs):
-    wanted = [i for i, (t, n) in enumerate(zip(inputs, needs, strict=True)) if n and t is not None]
-    out: list[Tensor | None] = [None] * len(inputs)
-    if not wanted:
-        return out
-    with torch.enable_grad():
-        y = forward(*inputs)
-        grads = torch.autograd.grad(
-            y, [inputs[i] for i in wanted], grad, create_graph=True, allow_unused=True
-        )
-    for i, g in zip(wanted, grads, strict=True):
-        out[i] = g
-    return out
-
-
-def _cast(grad: Tensor | None, like: Tensor | None) -> Tensor | None:
-    if grad is None or like is None:
-        return None
-    return grad.to(like.dtype)
-
-
 # ---------------------------------------------------------------------------------------
 # Eager mode.
 
@@ -160,7 +140,7 @@ class _BatchNormApplyFn(torch.autograd.Function):
         need_x, need_w, need_b = (ctx.needs_input_grad[i] for i in (0, 3, 4))
         if torch.is_grad_enabled():
             forward = _composite_forward(mean, invstd, eps, act, slope, batch_stats, group)
-            dx, dweight, dbias = _differentiable_grads(
+            dx, dweight, dbias = differentiable_grads(
                 forward, (x, weight, bias), grad, (need_x, need_w, need_b)
             )
         else:
@@ -172,8 +152,8 @@ class _BatchNormApplyFn(torch.autograd.Function):
             dx if need_x else None,
             None,
             None,
-            _cast(dweight, weight) if need_w else None,
-            _cast(dbias, bias) if need_b else None,
+            cast_grad(dweight, dtype_of(weight)) if need_w else None,
+            cast_grad(dbias, dtype_of(bias)) if need_b else None,
             *(None,) * 6,
         )
 
@@ -194,13 +174,6 @@ def _(x, backend):
     return x.new_empty(x.shape[1], dtype=acc), x.new_empty(x.shape[1], dtype=acc)
 
 
-def _like(t: Tensor, like: Tensor) -> Tensor:
-    """``t`` with ``like``'s strides (what the fake implementation promised)."""
-    if t.stride() == like.stride():
-        return t
-    return torch.empty_like(like, dtype=t.dtype).copy_(t)
-
-
 @torch.library.custom_op("normkit::bn_apply", mutates_args=())
 def _apply_op(
     x: Tensor,
@@ -215,7 +188,7 @@ def _apply_op(
     group_name: str | None,
     backend: str | None,
 ) -> Tensor:
-    return _like(_apply(x, mean, invstd, weight, bias, act, negative_slope, backend), x)
+    return with_strides_of(_apply(x, mean, invstd, weight, bias, act, negative_slope, backend), x)
 
 
 @_apply_op.register_fake
@@ -243,7 +216,7 @@ def _apply_backward_op(
         grad, x, mean, invstd, weight, bias, act, negative_slope, batch_stats, group_name,
         backend, need_dx, need_params,
     )  # fmt: skip
-    dx = _like(dx, x) if dx is not None else x.new_empty(0)
+    dx = with_strides_of(dx, x) if dx is not None else x.new_empty(0)
     return dx, dweight.clone(), dbias.clone()
 
 

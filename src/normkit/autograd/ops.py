@@ -18,11 +18,12 @@ it with autograd, so second derivatives are exact (the slower path).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from normkit.autograd._common import cast_grad, differentiable_grads, dtype_of, with_strides_of
 from normkit.backends import get_impl, torch_ops
 from normkit.backends.torch_ops import accumulation_dtype
 
@@ -70,40 +71,6 @@ def _reference_forward(kind: str, eps: float, option: int) -> Callable[..., Tens
     return forward
 
 
-def _cast(grad: Tensor | None, dtype: torch.dtype | None) -> Tensor | None:
-    """A parameter gradient in the parameter's dtype (``None`` if there is no parameter)."""
-    if grad is None or dtype is None:
-        return None
-    return grad if grad.dtype == dtype else grad.to(dtype)
-
-
-def _dtype(t: Tensor | None) -> torch.dtype | None:
-    return None if t is None else t.dtype
-
-
-def _differentiable_grads(
-    forward: Callable[..., Tensor],
-    inputs: Sequence[Tensor | None],
-    grad: Tensor,
-    needs: Sequence[bool],
-) -> list[Tensor | None]:
-    """Gradients with a graph (for ``create_graph=True``), by differentiating ``forward``."""
-    wanted = [
-        i for i, (t, need) in enumerate(zip(inputs, needs, strict=True)) if need and t is not None
-    ]
-    out: list[Tensor | None] = [None] * len(inputs)
-    if not wanted:
-        return out
-    with torch.enable_grad():
-        y = forward(*inputs)
-        grads = torch.autograd.grad(
-            y, [inputs[i] for i in wanted], grad, create_graph=True, allow_unused=True
-        )
-    for i, g in zip(wanted, grads, strict=True):
-        out[i] = g
-    return out
-
-
 def _needs_autograd(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -131,7 +98,7 @@ class _NormFn(torch.autograd.Function):
         needs = ctx.needs_input_grad[1:4]
         if torch.is_grad_enabled():
             forward = _reference_forward(ctx.kind, ctx.eps, ctx.option)
-            dx, dweight, dbias = _differentiable_grads(forward, (x, weight, bias), grad, needs)
+            dx, dweight, dbias = differentiable_grads(forward, (x, weight, bias), grad, needs)
         else:
             dx, dweight, dbias = _backward(
                 ctx.kind, grad, x, weight, mean, var, ctx.eps, ctx.option, ctx.backend
@@ -139,8 +106,8 @@ class _NormFn(torch.autograd.Function):
         return (
             None,
             dx if needs[0] else None,
-            _cast(dweight, _dtype(weight)) if needs[1] else None,
-            _cast(dbias, _dtype(bias)) if needs[2] else None,
+            cast_grad(dweight, dtype_of(weight)) if needs[1] else None,
+            cast_grad(dbias, dtype_of(bias)) if needs[2] else None,
             None,
             None,
             None,
@@ -167,7 +134,7 @@ class _BatchNormEvalFn(torch.autograd.Function):
                     x, running_mean, running_var, weight, bias, ctx.eps
                 )
 
-            dx, dweight, dbias = _differentiable_grads(forward, (x, weight, bias), grad, needs)
+            dx, dweight, dbias = differentiable_grads(forward, (x, weight, bias), grad, needs)
         else:
             impl = get_impl("batch_norm_eval_backward", x, ctx.backend)
             dx, dweight, dbias = impl(grad, x, running_mean, running_var, weight, ctx.eps)
@@ -175,8 +142,8 @@ class _BatchNormEvalFn(torch.autograd.Function):
             dx if needs[0] else None,
             None,
             None,
-            _cast(dweight, _dtype(weight)) if needs[1] else None,
-            _cast(dbias, _dtype(bias)) if needs[2] else None,
+            cast_grad(dweight, dtype_of(weight)) if needs[1] else None,
+            cast_grad(dbias, dtype_of(bias)) if needs[2] else None,
             None,
             None,
         )
@@ -194,13 +161,6 @@ def _stat_shape(kind: str, x: Tensor, option: int) -> tuple[int, ...]:
     return (x.shape[0],)
 
 
-def _like(t: Tensor, like: Tensor) -> Tensor:
-    """``t`` with ``like``'s strides (what the fake implementation promised)."""
-    if t.stride() == like.stride():
-        return t
-    return torch.empty_like(like, dtype=t.dtype).copy_(t)
-
-
 def _param_grad_or_empty(grad: Tensor | None, x: Tensor) -> Tensor:
     return grad if grad is not None else x.new_empty(0)
 
@@ -216,7 +176,7 @@ def _norm_forward_op(
     backend: str | None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     y, mean, var = _forward(kind, x, weight, bias, eps, option, backend)
-    return _like(y, x), mean.clone(), var.clone()
+    return with_strides_of(y, x), mean.clone(), var.clone()
 
 
 @_norm_forward_op.register_fake
@@ -239,7 +199,7 @@ def _norm_backward_op(
     backend: str | None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     dx, dweight, dbias = _backward(kind, grad, x, weight, mean, var, eps, option, backend)
-    return _like(dx, x), _param_grad_or_empty(dweight, x), dbias
+    return with_strides_of(dx, x), _param_grad_or_empty(dweight, x), dbias
 
 
 @_norm_backward_op.register_fake
@@ -254,7 +214,7 @@ def _norm_setup(ctx, inputs, output):
     kind, x, weight, bias, eps, option, backend = inputs
     ctx.save_for_backward(x, weight, output[1], output[2])
     ctx.kind, ctx.eps, ctx.option, ctx.backend = kind, eps, option, backend
-    ctx.bias_dtype = _dtype(bias)
+    ctx.bias_dtype = dtype_of(bias)
 
 
 def _norm_op_backward(ctx, grad, _grad_mean, _grad_var):
@@ -265,8 +225,8 @@ def _norm_op_backward(ctx, grad, _grad_mean, _grad_var):
     return (
         None,
         dx,
-        _cast(dweight, _dtype(weight)),
-        _cast(dbias, ctx.bias_dtype),
+        cast_grad(dweight, dtype_of(weight)),
+        cast_grad(dbias, ctx.bias_dtype),
         None,
         None,
         None,
@@ -287,7 +247,7 @@ def _bn_eval_forward_op(
     backend: str | None,
 ) -> Tensor:
     impl = get_impl("batch_norm_eval_forward", x, backend)
-    return _like(impl(x, running_mean, running_var, weight, bias, eps), x)
+    return with_strides_of(impl(x, running_mean, running_var, weight, bias, eps), x)
 
 
 @_bn_eval_forward_op.register_fake
@@ -307,7 +267,7 @@ def _bn_eval_backward_op(
 ) -> tuple[Tensor, Tensor, Tensor]:
     impl = get_impl("batch_norm_eval_backward", x, backend)
     dx, dweight, dbias = impl(grad, x, running_mean, running_var, weight, eps)
-    return _like(dx, x), _param_grad_or_empty(dweight, x), dbias
+    return with_strides_of(dx, x), _param_grad_or_empty(dweight, x), dbias
 
 
 @_bn_eval_backward_op.register_fake
@@ -321,7 +281,7 @@ def _(grad, x, running_mean, running_var, weight, eps, backend):
 def _bn_eval_setup(ctx, inputs, output):
     x, running_mean, running_var, weight, bias, eps, backend = inputs
     ctx.save_for_backward(x, running_mean, running_var, weight)
-    ctx.eps, ctx.backend, ctx.bias_dtype = eps, backend, _dtype(bias)
+    ctx.eps, ctx.backend, ctx.bias_dtype = eps, backend, dtype_of(bias)
 
 
 def _bn_eval_op_backward(ctx, grad):
@@ -329,7 +289,15 @@ def _bn_eval_op_backward(ctx, grad):
     dx, dweight, dbias = _bn_eval_backward_op(
         grad, x, running_mean, running_var, weight, ctx.eps, ctx.backend
     )
-    return dx, None, None, _cast(dweight, _dtype(weight)), _cast(dbias, ctx.bias_dtype), None, None
+    return (
+        dx,
+        None,
+        None,
+        cast_grad(dweight, dtype_of(weight)),
+        cast_grad(dbias, ctx.bias_dtype),
+        None,
+        None,
+    )
 
 
 _bn_eval_forward_op.register_autograd(_bn_eval_op_backward, setup_context=_bn_eval_setup)
