@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the root: the tests' models
 from _harness import (
     RESULTS_DIR,
     Environment,
@@ -29,6 +30,7 @@ from _harness import (
 )
 
 import normkit as nk
+from tests.tools.models import BasicBlock
 
 
 def lab_cnn(ns) -> nn.Module:
@@ -39,24 +41,6 @@ def lab_cnn(ns) -> nn.Module:
     torch.manual_seed(0)
     model = cnn((1, 28, 28), 10, norm="bn")
     return model if ns is nk.nn else nk.tools.convert(model, "torch")
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, ns, cin: int, cout: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = ns.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = ns.BatchNorm2d(cout)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride, bias=False), ns.BatchNorm2d(cout)
-            )
-
-    def forward(self, x):
-        out = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
 def resnet_stage(ns) -> nn.Module:
