@@ -16,6 +16,7 @@ import numpy as np
 from normkit.reference import (
     _channel_axes,
     _per_channel,
+    _scale_shift,
     batch_norm_eval,
     batch_norm_train,
     batch_norm_train_backward,
@@ -68,11 +69,7 @@ def batch_renorm_train(
     x_hat = (x - _per_channel(mu_b, x)) / _per_channel(sigma_b, x) * _per_channel(
         r, x
     ) + _per_channel(d, x)
-    y = x_hat
-    if gamma is not None:
-        y = y * _per_channel(gamma, x)
-    if beta is not None:
-        y = y + _per_channel(beta, x)
+    y = _scale_shift(x_hat, gamma, beta, lambda v: _per_channel(v, x))
     return y, mu_b, var_b, r, d
 
 
