@@ -74,6 +74,27 @@ def time_interleaved(
     return {name: Timing.of(values) for name, values in samples.items()}
 
 
+def train_step(module: Callable, x: torch.Tensor, grad: torch.Tensor) -> Callable[[], None]:
+    """A timed step: forward and backward of ``module`` on a leaf copy of ``x``."""
+    x = x.detach().requires_grad_(True)
+
+    def step() -> None:
+        x.grad = None
+        module(x).backward(grad)
+
+    return step
+
+
+def no_grad_forward(module: Callable, x: torch.Tensor) -> Callable[[], None]:
+    """A timed step: ``module(x)`` under ``torch.no_grad()``."""
+
+    def step() -> None:
+        with torch.no_grad():
+            module(x)
+
+    return step
+
+
 def copy_bandwidth_gbs(nbytes: int = 256 * 2**20, repeats: int = 15) -> float:
     """Best read+write bandwidth of ``Tensor.copy_`` into a preallocated buffer (GB/s)."""
     src = torch.ones(nbytes // 4, dtype=torch.float32)

@@ -34,9 +34,11 @@ from _harness import (
     Environment,
     append_csv,
     environment_row,
+    no_grad_forward,
     print_table,
     roofline_fraction,
     time_interleaved,
+    train_step,
 )
 
 import normkit as nk
@@ -84,34 +86,19 @@ def _input(shape, layout):
     return x
 
 
-def _train_step(layer, x, grad):
-    x = x.detach().requires_grad_(True)
-
-    def step():
-        x.grad = None
-        layer(x).backward(grad)
-
-    return step
-
-
-def _forward(layer, x):
-    def step():
-        with torch.no_grad():
-            layer(x)
-
-    return step
-
-
 def layer_builder(cls: str, args: tuple, **kwargs) -> Callable[[tuple, str, str], Providers]:
     def build(shape, mode, layout):
         reference, ours = _pair(cls, args, **kwargs)
         x = _input(shape, layout)
         if mode == "eval fwd":
-            return {"torch": _forward(reference.eval(), x), "normkit": _forward(ours.eval(), x)}
+            return {
+                "torch": no_grad_forward(reference.eval(), x),
+                "normkit": no_grad_forward(ours.eval(), x),
+            }
         if mode == "train fwd":
-            return {"torch": _forward(reference, x), "normkit": _forward(ours, x)}
+            return {"torch": no_grad_forward(reference, x), "normkit": no_grad_forward(ours, x)}
         grad = _input(shape, layout)
-        return {"torch": _train_step(reference, x, grad), "normkit": _train_step(ours, x, grad)}
+        return {"torch": train_step(reference, x, grad), "normkit": train_step(ours, x, grad)}
 
     return build
 
@@ -173,7 +160,7 @@ def bn_act_builder(shape, mode, layout):
     fused = cls(channels, act="relu") if cls is not None else _FusedBNAct(channels)
     unfused = torch.nn.Sequential(nk.nn.BatchNorm2d(channels), torch.nn.ReLU())
     x, grad = _input(shape, layout), _input(shape, layout)
-    return {"torch": _train_step(unfused, x, grad), "normkit": _train_step(fused, x, grad)}
+    return {"torch": train_step(unfused, x, grad), "normkit": train_step(fused, x, grad)}
 
 
 def lab_cnn(input_shape: tuple[int, ...], norm: str) -> torch.nn.Module:

@@ -25,6 +25,7 @@ from _harness import (
     Environment,
     append_csv,
     environment_row,
+    no_grad_forward,
     print_table,
     time_interleaved,
 )
@@ -66,14 +67,6 @@ def _trained_like(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def _infer(model, x):
-    def run():
-        with torch.no_grad():
-            model(x)
-
-    return run
-
-
 CASES = [
     ("lab CNN", lab_cnn, (128, 1, 28, 28)),
     ("ResNet-style stage", resnet_stage, (16, 3, 56, 56)),
@@ -107,9 +100,9 @@ def main(argv=None) -> int:
             err = (folded(x) - reference(x)).abs().max() / reference(x).abs().max()
         timings = time_interleaved(
             {
-                "torch BN": _infer(reference, x),
-                "normkit BN": _infer(ours, x),
-                "folded": _infer(folded, x),
+                "torch BN": no_grad_forward(reference, x),
+                "normkit BN": no_grad_forward(ours, x),
+                "folded": no_grad_forward(folded, x),
             },
             repeats=repeats,
         )

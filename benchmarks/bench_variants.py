@@ -38,29 +38,15 @@ from _harness import (
     Environment,
     append_csv,
     environment_row,
+    no_grad_forward,
     print_table,
     time_interleaved,
+    train_step,
 )
 
 import normkit as nk
 
 ACT_MODULES = {"relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU}
-
-
-def _train_step(layer, x, grad):
-    def step():
-        x.grad = None
-        layer(x).backward(grad)
-
-    return step
-
-
-def _eval_step(layer, x):
-    def step():
-        with torch.no_grad():
-            layer(x)
-
-    return step
 
 
 def _cases(quick: bool):
@@ -117,13 +103,16 @@ def bench_layers(quick: bool, repeats: int, env: Environment, only_act: bool = F
         grad = torch.randn(shape)
         modes = []
         if trainable:
-            modes.append(("train fwd+bwd", reference.train(), ours.train(), _train_step))
+            modes.append(("train fwd+bwd", reference.train(), ours.train(), train_step))
         else:  # frozen: eval-mode torch BN, and gradients to the input only
-            modes.append(("fwd+bwd (input grad)", reference, ours, _train_step))
+            modes.append(("fwd+bwd (input grad)", reference, ours, train_step))
         modes.append(("eval fwd", reference.eval(), ours.eval(), None))
         for mode, ref_layer, our_layer, factory in modes:
             if factory is None:
-                providers = {"torch": _eval_step(ref_layer, x), "normkit": _eval_step(our_layer, x)}
+                providers = {
+                    "torch": no_grad_forward(ref_layer, x),
+                    "normkit": no_grad_forward(our_layer, x),
+                }
             else:
                 providers = {
                     "torch": factory(ref_layer, x, grad),
