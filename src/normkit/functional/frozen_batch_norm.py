@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from normkit.autograd import batch_norm_eval
 from normkit.functional import _validate as v
-from normkit.functional.batch_norm import batch_norm
+from normkit.functional.batch_norm import _as_ncl
 
 
 def frozen_batch_norm(
@@ -24,7 +25,7 @@ def frozen_batch_norm(
         \mathrm{scale} = \frac{\gamma}{\sqrt{\mathrm{running\_var} + \epsilon}},\qquad
         \mathrm{shift} = \beta - \mathrm{running\_mean} \cdot \mathrm{scale}
 
-    Computed as ``batch_norm(input, running_mean, running_var, weight, bias,
+    Computed by the op behind ``batch_norm(input, running_mean, running_var, weight, bias,
     training=False, eps=eps)`` (on CPU float32/float64 the inference kernel: one read and one
     write per element), which equals ``x * scale + shift`` up to rounding. Differentiable in
     ``input`` (``dx = grad * scale``); the statistics and the affine parameters are constants
@@ -48,4 +49,5 @@ def frozen_batch_norm(
     mean, var, weight, bias = (
         t.detach().to(dtype) for t in (running_mean, running_var, weight, bias)
     )
-    return batch_norm(input, mean, var, weight, bias, training=False, eps=eps, name=name)
+    # Validated above: straight to the inference op, not through batch_norm's checks again.
+    return batch_norm_eval(_as_ncl(input), mean, var, weight, bias, eps).reshape(input.shape)
