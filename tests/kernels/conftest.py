@@ -1,4 +1,4 @@
-"""Helpers for the kernel tests: the numba backend module, layouts, thread counts."""
+"""Helpers for the kernel tests: the numba ops, layouts, thread counts."""
 
 from __future__ import annotations
 
@@ -8,6 +8,10 @@ import pytest
 import torch
 
 numba_backend = pytest.importorskip("normkit.backends.numba_backend")
+from normkit.backends import _numba_runtime as runtime  # noqa: E402
+from tests.kernels import _ops as numba_ops  # noqa: E402
+
+__all__ = ["numba_backend", "numba_ops", "runtime"]
 
 LAYOUTS = ["contiguous", "channels_last", "strided", "expanded"]
 

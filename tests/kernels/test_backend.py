@@ -1,62 +1,107 @@
-"""The numba backend as the dispatcher sees it: selection, forcing, autograd, threads."""
+"""The dispatch table as callers see it: selection, forcing, the op contract, autograd,
+threads, forks."""
 
 from __future__ import annotations
 
+import inspect
 import threading
 
 import pytest
 import torch
 
 import normkit as nk
-from normkit.backends import get_impl, torch_ops
-from normkit.config import ENV_VAR, BackendUnavailableError
-from tests.kernels.conftest import numba_backend, torch_threads
+from normkit import backends
+from normkit.backends import numba_backend, select, torch_backend
+from normkit.config import ENV_VAR, BackendUnavailableError, reload_environment
+from tests.kernels.conftest import numba_ops, runtime, torch_threads
 
-nb = numba_backend
-OPS = sorted(
-    {op for (op, backend) in __import__("normkit.backends").backends._IMPLS if backend == "torch"}
-)
+nb = numba_ops
+OPS = sorted(torch_backend.OPS)
 
 
-def test_auto_selection_prefers_numba_for_cpu_float(monkeypatch):
+@pytest.fixture
+def environment(monkeypatch):
+    """Set NORMKIT_BACKEND for one test (it is otherwise read once per process)."""
+
+    def set_env(value):
+        if value is None:
+            monkeypatch.delenv(ENV_VAR, raising=False)
+        else:
+            monkeypatch.setenv(ENV_VAR, value)
+        reload_environment()
+
+    yield set_env
     monkeypatch.delenv(ENV_VAR, raising=False)
-    x = torch.randn(2, 3, 4)
-    assert get_impl("batch_norm_forward", x) is nb.batch_norm_forward
-    assert get_impl("batch_norm_forward", x.double()) is nb.batch_norm_forward
+    reload_environment()
+
+
+def test_auto_selection_prefers_numba_for_large_cpu_float(environment):
+    environment(None)
+    x = torch.randn(64, 64, 64)
+    assert select("batch_norm_train", x) is numba_backend.OPS["batch_norm_train"]
+    assert select("batch_norm_train", x.double()) is numba_backend.OPS["batch_norm_train"]
     # Not supported: falls back to the torch backend silently.
-    assert get_impl("batch_norm_forward", x.half()) is torch_ops.batch_norm_forward
-    assert get_impl("batch_norm_forward", x[:0]) is torch_ops.batch_norm_forward
+    assert select("batch_norm_train", x.half()) is torch_backend.batch_norm_train
+    assert select("batch_norm_train", x[:0]) is torch_backend.batch_norm_train
 
 
-def test_env_var_and_context_force_the_torch_backend(monkeypatch):
-    x = torch.randn(2, 3, 4)
-    monkeypatch.setenv(ENV_VAR, "torch")
-    assert get_impl("batch_norm_forward", x) is torch_ops.batch_norm_forward
+def test_below_the_measured_crossover_torch_is_chosen(monkeypatch, environment):
+    environment(None)
+    monkeypatch.setitem(backends._CROSSOVER, "batch_norm_train", {"float32": {"contiguous": 500}})
+    monkeypatch.setattr(backends, "_DECISIONS", {})
+    assert select("batch_norm_train", torch.randn(4, 5, 5)) is torch_backend.batch_norm_train
+    assert (
+        select("batch_norm_train", torch.randn(4, 5, 25)) is numba_backend.OPS["batch_norm_train"]
+    )
+    # Forcing numba ignores the crossover.
+    small = torch.randn(4, 5, 5)
+    assert select("batch_norm_train", small, "numba") is numba_backend.OPS["batch_norm_train"]
+
+
+def test_env_var_and_context_force_a_backend(environment):
+    x = torch.randn(64, 64, 64)
+    environment("torch")
+    assert select("batch_norm_train", x) is torch_backend.batch_norm_train
     with nk.use_backend("auto"):
-        assert get_impl("batch_norm_forward", x) is nb.batch_norm_forward
-    monkeypatch.delenv(ENV_VAR)
+        assert select("batch_norm_train", x) is numba_backend.OPS["batch_norm_train"]
+    environment(None)
     with nk.use_backend("torch"):
-        assert get_impl("batch_norm_forward", x) is torch_ops.batch_norm_forward
-    assert get_impl("batch_norm_forward", x, backend="torch") is torch_ops.batch_norm_forward
+        assert select("batch_norm_train", x) is torch_backend.batch_norm_train
+    assert select("batch_norm_train", x, backend="torch") is torch_backend.batch_norm_train
+
+
+def test_the_env_var_is_read_once(monkeypatch, environment):
+    x = torch.randn(64, 64, 64)
+    environment("torch")
+    assert select("batch_norm_train", x) is torch_backend.batch_norm_train  # read here
+    monkeypatch.setenv(ENV_VAR, "numba")  # not seen until reload_environment()
+    assert select("batch_norm_train", x) is torch_backend.batch_norm_train
+    reload_environment()
+    assert select("batch_norm_train", x) is numba_backend.OPS["batch_norm_train"]
 
 
 def test_numba_asked_for_by_name_raises_on_unsupported_tensors():
     with pytest.raises(BackendUnavailableError, match=r"numba.*torch.float16"):
-        get_impl("batch_norm_forward", torch.randn(2, 3, 4).half(), backend="numba")
+        select("batch_norm_train", torch.randn(2, 3, 4).half(), backend="numba")
+    with pytest.raises(BackendUnavailableError, match="empty tensor"):
+        select("batch_norm_train", torch.randn(0, 3, 4), backend="numba")
+    with pytest.raises(BackendUnavailableError, match="unknown normkit backend 'cuda'"):
+        select("batch_norm_train", torch.randn(2, 3, 4), backend="cuda")
 
 
 def test_the_op_list_is_complete():
-    assert len(OPS) == 13, OPS
+    assert OPS == sorted(numba_backend.OPS)
+    assert len(OPS) == 10, OPS
 
 
 @pytest.mark.parametrize("op", OPS)
-def test_every_torch_op_has_a_numba_twin_with_the_same_signature(op):
-    import inspect
-
-    numba_fn = get_impl(op, torch.randn(2, 3, 4), backend="numba")
-    torch_fn = get_impl(op, torch.randn(2, 3, 4), backend="torch")
-    assert numba_fn.__module__ == "normkit.backends.numba_backend"
-    assert inspect.signature(numba_fn) == inspect.signature(torch_fn)
+def test_every_op_has_the_same_signature_on_both_backends(op):
+    numba_fn = select(op, torch.randn(2, 3, 4), backend="numba")
+    torch_fn = select(op, torch.randn(2, 3, 4), backend="torch")
+    assert backends.backend_name(numba_fn) == "numba"
+    assert backends.backend_name(torch_fn) == "torch"
+    if inspect.isfunction(numba_fn):  # registered ops (the primitives) have schemas instead
+        assert inspect.signature(numba_fn) == inspect.signature(torch_fn)
 
 
 # ---------------------------------------------------------------------------------------
@@ -188,7 +233,7 @@ def test_four_python_threads_share_layers_in_eval_mode():
 def _forked_child(queue):
     layer = nk.nn.BatchNorm2d(4)
     x = torch.arange(2 * 4 * 5 * 5, dtype=torch.float32).reshape(2, 4, 5, 5)
-    queue.put((nb.supports(x), layer(x).detach().numpy()))
+    queue.put((runtime.usable(), layer(x).detach().numpy()))
 
 
 def test_a_forked_child_falls_back_to_torch_instead_of_dying():
@@ -205,7 +250,7 @@ def test_a_forked_child_falls_back_to_torch_instead_of_dying():
         supported, y = queue.get(timeout=60)
         child.join(60)
     assert child.exitcode == 0
-    assert supported == (nb.THREADING_LAYER != "omp")
+    assert supported == (runtime.THREADING_LAYER != "omp")
     x = torch.arange(2 * 4 * 5 * 5, dtype=torch.float32).reshape(2, 4, 5, 5)
     torch.testing.assert_close(torch.from_numpy(y), torch.nn.BatchNorm2d(4)(x).detach())
 

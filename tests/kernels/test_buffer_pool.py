@@ -8,7 +8,7 @@ import torch
 
 import normkit as nk
 from normkit.backends.buffer_pool import ENV_VAR, BufferPool
-from tests.kernels.conftest import numba_backend
+from tests.kernels.conftest import numba_ops
 
 MB = 2**20
 SHAPE, STRIDE = (4, 256, 256), (65536, 256, 1)  # 1 MiB of float32
@@ -130,8 +130,12 @@ def test_in_place_activation_after_a_pooled_output_matches_torch():
         torch.testing.assert_close(xa.grad, xb.grad, atol=1e-5, rtol=1e-4)
 
 
-def test_the_backend_pool_is_used_for_large_outputs():
-    pool = numba_backend.buffers
-    before = pool.stats()["hits"] + pool.stats()["misses"]
-    numba_backend.batch_norm_forward(torch.randn(4, 8, 16384), None, None, 1e-5)
-    assert pool.stats()["hits"] + pool.stats()["misses"] == before + 1
+def test_off_by_default_and_used_for_large_outputs_when_on(monkeypatch):
+    from normkit.backends import _arrays
+
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    assert BufferPool.from_env().max_bytes == 0
+    pool = BufferPool(max_bytes=64 * MB)
+    monkeypatch.setattr(_arrays, "BUFFERS", pool)
+    numba_ops.batch_norm_forward(torch.randn(4, 8, 16384), None, None, 1e-5)
+    assert pool.stats()["hits"] + pool.stats()["misses"] == 1

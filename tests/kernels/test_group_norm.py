@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from normkit import reference
-from normkit.backends import torch_ops
-from tests.kernels.conftest import TOL, as_layout, numba_backend, rel_err, same_layout
+from tests.kernels import _torch_reference as torch_ref
+from tests.kernels.conftest import TOL, as_layout, numba_ops, rel_err, same_layout
 
-nb = numba_backend
+nb = numba_ops
 DTYPES = [torch.float32, torch.float64]
 CASES = [
     pytest.param((4, 6, 15), 3, id="small"),
@@ -41,11 +41,11 @@ def test_forward_backward_match_reference(shape, groups, layout, affine, dtype, 
     b = torch.randn(shape[1], dtype=dtype) if affine else None
     y, mean, var = nb.group_norm_forward(x, groups, w, b, 1e-5)
     _check(y, reference.group_norm(_np(x), groups, _np(w), _np(b), 1e-5), dtype, "y")
-    _, mean_t, var_t = torch_ops.group_norm_forward(x.double(), groups, None, None, 1e-5)
+    _, mean_t, var_t = torch_ref.group_norm_forward(x.double(), groups, None, None, 1e-5)
     assert mean.shape == var.shape == (shape[0], groups) and mean.dtype == dtype
     _check(mean, mean_t, dtype, "mean")
     _check(var, var_t, dtype, "var")
-    assert same_layout(y, torch_ops.group_norm_forward(x, groups, w, b, 1e-5)[0])
+    assert same_layout(y, torch_ref.group_norm_forward(x, groups, w, b, 1e-5)[0])
 
     dx, dw, db = nb.group_norm_backward(g, x, groups, w, mean, var, 1e-5)
     dx_ref, dw_ref, db_ref = reference.group_norm_backward(_np(g), _np(x), groups, _np(w), 1e-5)
@@ -61,7 +61,7 @@ def test_forward_backward_match_reference(shape, groups, layout, affine, dtype, 
 def test_large_mean_groups(shape, groups, threads):
     x = (1e4 + torch.randn(shape, dtype=torch.float64)).float()
     y, _, var = nb.group_norm_forward(x, groups, None, None, 1e-5)
-    _, _, var_ref = torch_ops.group_norm_forward(x.double(), groups, None, None, 1e-5)
+    _, _, var_ref = torch_ref.group_norm_forward(x.double(), groups, None, None, 1e-5)
     assert float(((var.double() - var_ref).abs() / var_ref).max()) <= 1e-3
     _check(y, reference.group_norm(_np(x), groups), torch.float32, "y")
 
@@ -72,7 +72,7 @@ def test_constant_and_non_finite_groups():
     x[1, 2, 4] = float("nan")
     x[2, 0, 0] = float("-inf")
     y, _, var = nb.group_norm_forward(x, 2, None, None, 1e-5)
-    y_ref, _, var_ref = torch_ops.group_norm_forward(x, 2, None, None, 1e-5)
+    y_ref, _, var_ref = torch_ref.group_norm_forward(x, 2, None, None, 1e-5)
     _check(y, y_ref, torch.float32, "y")
     assert var[0, 0] == 0
     assert torch.equal(torch.isfinite(var), torch.isfinite(var_ref))

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from normkit import reference
-from normkit.backends import torch_ops
-from tests.kernels.conftest import TOL, numba_backend, rel_err, same_layout
+from tests.kernels import _torch_reference as torch_ref
+from tests.kernels.conftest import TOL, numba_ops, rel_err, same_layout
 
-nb = numba_backend
+nb = numba_ops
 DTYPES = [torch.float32, torch.float64]
 SHAPES = [
     pytest.param((6, 10), id="small"),
@@ -60,10 +60,10 @@ def test_forward_backward_match_reference(shape, layout, affine, center, dtype, 
     y, mean, var = nb.row_norm_forward(x, w, b, eps, center)
     y_ref, dx_ref, dw_ref, db_ref = _reference(x, g, w, b, eps, center)
     _check(y, y_ref, dtype, "y")
-    torch_y, torch_mean, torch_var = torch_ops.row_norm_forward(x, w, b, eps, center)
+    torch_y, torch_mean, torch_var = torch_ref.row_norm_forward(x, w, b, eps, center)
     assert same_layout(y, torch_y) and y.dtype == dtype
-    _check(mean, torch_ops.row_norm_forward(x.double(), None, None, eps, center)[1], dtype, "mean")
-    _check(var, torch_ops.row_norm_forward(x.double(), None, None, eps, center)[2], dtype, "var")
+    _check(mean, torch_ref.row_norm_forward(x.double(), None, None, eps, center)[1], dtype, "mean")
+    _check(var, torch_ref.row_norm_forward(x.double(), None, None, eps, center)[2], dtype, "var")
     assert mean.dtype == var.dtype == dtype == torch_mean.dtype == torch_var.dtype
 
     dx, dw, db = nb.row_norm_backward(g, x, w, mean, var, eps, center)
@@ -82,7 +82,7 @@ def test_large_mean_rows(center, threads):
     x64 = 1e4 + torch.randn(64, 512, dtype=torch.float64)
     x = x64.float()
     y, mean, var = nb.row_norm_forward(x, None, None, 1e-5, center)
-    _, ref_mean, ref_var = torch_ops.row_norm_forward(x.double(), None, None, 1e-5, center)
+    _, ref_mean, ref_var = torch_ref.row_norm_forward(x.double(), None, None, 1e-5, center)
     assert float(((var.double() - ref_var).abs() / ref_var).max()) <= 1e-3
     _check(mean, ref_mean, torch.float32, "mean")
     expected = reference.layer_norm(_np(x), 512) if center else reference.rms_norm(_np(x), 512)
@@ -96,7 +96,7 @@ def test_constant_row_and_non_finite_rows():
     x[2, 5] = float("inf")
     for center in (True, False):
         y, _, var = nb.row_norm_forward(x, None, None, 1e-5, center)
-        y_ref, _, var_ref = torch_ops.row_norm_forward(x, None, None, 1e-5, center)
+        y_ref, _, var_ref = torch_ref.row_norm_forward(x, None, None, 1e-5, center)
         _check(y, y_ref, torch.float32, "y")
         assert torch.equal(torch.isfinite(var), torch.isfinite(var_ref))
         if center:

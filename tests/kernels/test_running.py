@@ -1,14 +1,17 @@
-"""The running-statistics update kernel against the torch op (the contract)."""
+"""The running-statistics op (``normkit::running_stats_update``): the numba kernel path and
+the torch path against the rule written out with torch ops."""
 
 from __future__ import annotations
+
+import warnings
 
 import pytest
 import torch
 
-from normkit.backends import torch_ops
-from tests.kernels.conftest import numba_backend
+from normkit._shared import NonFiniteStatisticsWarning
+from tests.kernels.conftest import numba_ops  # noqa: F401  (skips without numba)
 
-nb = numba_backend
+update = torch.ops.normkit.running_stats_update
 
 
 def _stats(dtype, channels=37, scale=1.0):
@@ -19,39 +22,47 @@ def _stats(dtype, channels=37, scale=1.0):
     return mean, var, running
 
 
+def _expected(running, stat, factor, scale=1.0):
+    """torch's rule: lerp towards the (Bessel-scaled) batch statistic."""
+    return None if running is None else running.lerp(stat.to(running.dtype) * scale, factor)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("factor", [0.1, 0.5, 0.9, 1.0, 1.0 / 3])
+@pytest.mark.parametrize("momentum", [0.1, 0.5, 0.9, 1.0, 1.0 / 3, None])
 @pytest.mark.parametrize("which", ["both", "mean", "var"])
-def test_matches_the_torch_op(dtype, factor, which):
+def test_follows_the_rule(dtype, momentum, which):
     mean, var, (rm, rv) = _stats(dtype, scale=1e3)
-    got_m, got_v = (
-        (rm.clone() if which != "var" else None),
-        (rv.clone() if which != "mean" else None),
-    )
-    ref_m, ref_v = (
-        (rm.clone() if which != "var" else None),
-        (rv.clone() if which != "mean" else None),
-    )
-    assert nb.running_stats_update(got_m, got_v, mean, var, factor, 64 / 63)
-    assert torch_ops.running_stats_update(ref_m, ref_v, mean, var, factor, 64 / 63)
+    rm = rm if which != "var" else None
+    rv = rv if which != "mean" else None
+    nbt = torch.tensor(4)
+    factor = momentum if momentum is not None else 1 / 5
+    want_m, want_v = _expected(rm, mean, factor), _expected(rv, var, factor, 64 / 63)
+    update(rm, rv, nbt, mean, var, 64.0, momentum, "bn")
     tol = 1e-6 if dtype == torch.float32 else 1e-14
-    for got, ref in ((got_m, ref_m), (got_v, ref_v)):
-        if ref is not None:
-            torch.testing.assert_close(got, ref, rtol=tol, atol=tol * 1e3)
+    for got, want in ((rm, want_m), (rv, want_v)):
+        if want is not None:
+            torch.testing.assert_close(got, want, rtol=tol, atol=tol * 1e3)
+    assert int(nbt) == 5
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 @pytest.mark.parametrize("where", ["mean", "var"])
-def test_non_finite_statistics_write_nothing(bad, where):
+@pytest.mark.parametrize("buffers", ["float32", "float64 (torch path)"])
+def test_non_finite_statistics_write_nothing_and_warn(bad, where, buffers):
     mean, var, (rm, rv) = _stats(torch.float32)
+    if buffers.startswith("float64"):
+        rm, rv = rm.double(), rv.double()
     (mean if where == "mean" else var)[5] = bad
     before = rm.clone(), rv.clone()
     versions = rm._version, rv._version
-    assert not nb.running_stats_update(rm, rv, mean, var, 0.1, 1.0)
-    assert torch.equal(rm, before[0]) and torch.equal(rv, before[1])
+    nbt = torch.tensor(3)
+    with pytest.warns(NonFiniteStatisticsWarning, match="layer9: the batch statistics"):
+        update(rm, rv, nbt, mean, var, 10.0, 0.1, "layer9")
+    assert torch.equal(rm, before[0]) and torch.equal(rv, before[1]) and int(nbt) == 3
     assert (rm._version, rv._version) == versions
     # Also checked when the buffer it belongs to is absent.
-    assert not nb.running_stats_update(rm, None, mean, var, 0.1, 1.0)
+    with pytest.warns(NonFiniteStatisticsWarning):
+        update(rm, None, None, mean, var, 10.0, 0.1, "layer9")
     assert torch.equal(rm, before[0])
 
 
@@ -59,14 +70,16 @@ def test_bumps_the_version_counter_like_an_in_place_op():
     """A graph that saved a running buffer notices the update, as with torch's lerp_."""
     mean, var, (rm, rv) = _stats(torch.float32)
     versions = rm._version, rv._version
-    assert nb.running_stats_update(rm, rv, mean, var, 0.1, 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        update(rm, rv, None, mean, var, 2.0, 0.1, "bn")
     assert rm._version > versions[0] and rv._version > versions[1]
 
 
 @pytest.mark.parametrize(
     "case", ["float64 buffers", "strided buffer", "float16 buffers", "strided stats"]
 )
-def test_other_buffers_take_the_torch_op(case):
+def test_other_buffers_take_the_torch_path(case):
     mean, var, (rm, rv) = _stats(torch.float32)
     if case == "float64 buffers":
         rm, rv = rm.double(), rv.double()
@@ -76,8 +89,15 @@ def test_other_buffers_take_the_torch_op(case):
         rm = torch.zeros(2 * rm.shape[0])[::2].copy_(rm)
     else:
         mean = torch.zeros(2 * mean.shape[0])[::2].copy_(mean)
-    ref_m, ref_v = rm.clone(), rv.clone()
-    assert nb.running_stats_update(rm, rv, mean, var, 0.1, 2.0)
-    assert torch_ops.running_stats_update(ref_m, ref_v, mean, var, 0.1, 2.0)
-    torch.testing.assert_close(rm, ref_m)
-    torch.testing.assert_close(rv, ref_v)
+    want_m, want_v = _expected(rm, mean, 0.1), _expected(rv, var, 0.1, 2.0)
+    update(rm, rv, None, mean, var, 2.0, 0.1, "bn")
+    torch.testing.assert_close(rm, want_m)
+    torch.testing.assert_close(rv, want_v)
+
+
+def test_an_empty_batch_only_counts():
+    mean, var, (rm, rv) = _stats(torch.float32)
+    before = rm.clone()
+    nbt = torch.tensor(0)
+    update(rm, rv, nbt, mean, var, 0.0, 0.1, "bn")
+    assert torch.equal(rm, before) and int(nbt) == 1

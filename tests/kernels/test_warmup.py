@@ -6,8 +6,6 @@ import os
 import subprocess
 import sys
 
-import numba
-
 from normkit.cli import main
 from normkit.kernels import KERNELS, _jit
 
@@ -54,20 +52,31 @@ def test_warmup_removes_cache_files_of_older_kernel_sources(tmp_path):
     assert stale_cache_files(str(tmp_path)) == [str(old)]
 
 
-def test_cache_falls_back_to_a_user_directory_when_the_package_is_read_only(monkeypatch, tmp_path):
-    in_tree = os.path.join(os.path.dirname(os.path.abspath(_jit.__file__)), "__pycache__")
-    monkeypatch.setattr(numba.config, "CACHE_DIR", "")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    real = _jit._writable
-    monkeypatch.setattr(_jit, "_writable", lambda path: path != in_tree and real(path))
-    chosen = _jit.configure_cache()
-    assert chosen == str(tmp_path / "normkit" / "numba")
-    assert numba.config.CACHE_DIR == chosen and os.path.isdir(chosen)
+def test_importing_and_running_changes_no_numba_or_torch_setting():
+    """Numba's cache directory and threading-layer priority, and torch's thread count, are
+    the user's: normkit reads them and leaves them as they were."""
+    code = (
+        "import numba, torch; torch.set_num_threads(1); "
+        "before = (numba.config.CACHE_DIR, list(numba.config.THREADING_LAYER_PRIORITY)); "
+        "import normkit as nk; "
+        "nk.nn.BatchNorm2d(3)(torch.randn(4, 3, 8, 8)); "
+        "after = (numba.config.CACHE_DIR, list(numba.config.THREADING_LAYER_PRIORITY)); "
+        "print(before == after, torch.get_num_threads())"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    env.pop("NUMBA_CACHE_DIR", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "1"]
 
 
-def test_numba_cache_dir_wins(monkeypatch, tmp_path):
-    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
-    assert _jit.configure_cache() == str(tmp_path)
+def test_cache_dir_is_where_numba_writes_the_index():
+    import numpy as np
+
+    dispatcher = KERNELS["bn_stats"].get("ncl", np.float32)
+    folder = _jit.cache_dir(dispatcher)
+    assert os.path.isdir(folder)
+    assert any(name.endswith(".nbi") and "bn_stats" in name for name in os.listdir(folder))
 
 
 def test_an_entry_refuses_arrays_it_was_not_compiled_for():

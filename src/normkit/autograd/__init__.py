@@ -1,10 +1,7 @@
-"""The torch bridge: autograd and ``torch.compile`` wiring around the backend ops.
+"""Autograd compositions of the BatchNorm primitives that the variants share (batch renorm,
+ghost batches, sync BN) and the collectives of sync BN.
 
-Dependencies point one way: this package calls the dispatch table
-(:mod:`normkit.backends`) and is called by :mod:`normkit.functional`. It owns autograd,
-never validation (that is :mod:`normkit.functional._validate`).
+Dependencies point one way: this package calls the dispatch table (:mod:`normkit.backends`)
+and is called by :mod:`normkit.functional`. It owns autograd, never validation (that is
+:mod:`normkit.functional._validate`).
 """
-
-from normkit.autograd.ops import batch_norm_eval, norm
-
-__all__ = ["batch_norm_eval", "norm"]

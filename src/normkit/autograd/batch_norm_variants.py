@@ -2,7 +2,7 @@
 
 Every variant (batch renorm, ghost batches, fused activation, sync BN) is two steps:
 
-1. :func:`batch_stats` -- per-channel ``(mean, var)`` of ``x (N, C, L)`` (biased variance,
+1. :func:`batch_stats` -- per-channel ``(mean, var)`` of ``x (N, C, *)`` (biased variance,
    accumulation dtype), not differentiable; the variant then post-processes them
    (sync BN merges them across processes, batch renorm derives ``r`` and ``d``).
 2. :func:`bn_apply` -- ``y = act((x - mean) * invstd * weight + bias)``, differentiable in
@@ -22,11 +22,12 @@ Batch renorm folds its stop-gradient ``r, d`` into ``weight``/``bias`` *before* 
 :func:`bn_apply` (``weight' = weight * r``, ``bias' = bias + weight * d``), so autograd's
 chain rule gives ``dweight = r * sum_dy_xhat + d * sum_dy``: nothing renorm-specific here.
 
-Eager calls run :class:`torch.autograd.Function` subclasses; under ``torch.compile`` the same
-code runs as ``torch.library`` custom ops (``normkit::bn_batch_stats``, ``normkit::bn_apply``,
-``normkit::bn_apply_backward``) with fake implementations and registered autograd. Double
-backward (``create_graph=True``) recomputes the forward with the composite ``"torch"``
-backend and differentiates it (statistics included), as :mod:`normkit.autograd.ops` does.
+One :class:`torch.autograd.Function` serves eager mode and ``torch.compile`` alike: its
+forward calls the backend's ``bn_elemt`` op, its backward the registered op
+``normkit::bn_apply_backward`` (reduce, the all-reduce of sync BN, elemt: one opaque node
+under compile, since it may hold a collective). Double backward (``create_graph=True``)
+recomputes the forward with the composite torch primitives and differentiates it
+(statistics included).
 """
 
 from __future__ import annotations
@@ -34,26 +35,26 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from normkit._shared import accumulation_dtype
 from normkit.autograd import sync
-from normkit.autograd._common import cast_grad, differentiable_grads, dtype_of, with_strides_of
-from normkit.backends import get_impl, torch_ops
-from normkit.backends.torch_ops import accumulation_dtype
+from normkit.backends import select, torch_ops
+from normkit.backends._ops import cast_grad, define, differentiable_grads, dtype_of, needs_autograd
 
 # ---------------------------------------------------------------------------------------
-# The computation, shared by the eager Function and the custom ops.
+# The computation.
 
 
 def _stats(x: Tensor, backend: str | None) -> tuple[Tensor, Tensor]:
     if x.numel() == 0:  # an empty shard (sync BN): no statistics, merged with weight 0
         acc = accumulation_dtype(x.dtype)
         return x.new_zeros(x.shape[1], dtype=acc), x.new_zeros(x.shape[1], dtype=acc)
-    return get_impl("batch_norm_stats", x, backend)(x)
+    return select("bn_stats", x, backend)(x)
 
 
 def _apply(x, mean, invstd, weight, bias, act, negative_slope, backend) -> Tensor:
     if x.numel() == 0:
         return torch.empty_like(x)
-    impl = get_impl("batch_norm_elemt", x, backend)
+    impl = select("bn_elemt", x, backend)
     return impl(x, mean, invstd, weight, bias, act, negative_slope)
 
 
@@ -81,11 +82,11 @@ def _apply_backward(
         sum_dy = x.new_zeros(channels, dtype=acc)
         sum_dy_xhat = x.new_zeros(channels, dtype=acc)
     else:
-        reduce = get_impl("batch_norm_backward_reduce", x, backend)
+        reduce = select("bn_backward_reduce", x, backend)
         sum_dy, sum_dy_xhat = reduce(grad, x, mean, invstd, weight, bias, act, negative_slope)
     if not need_dx:
         return None, sum_dy_xhat, sum_dy
-    total_dy, total_dy_xhat, count = sum_dy, sum_dy_xhat, x.shape[0] * x.shape[2]
+    total_dy, total_dy_xhat, count = sum_dy, sum_dy_xhat, x.numel() // max(channels, 1)
     if batch_stats and group_name is not None:
         # Every member must join this collective, an empty shard included.
         total_dy, total_dy_xhat, count = sync.all_reduce_grad_sums(
@@ -93,7 +94,7 @@ def _apply_backward(
         )
     if x.numel() == 0:
         return torch.empty_like(x), sum_dy_xhat, sum_dy
-    elemt = get_impl("batch_norm_backward_elemt", x, backend)
+    elemt = select("bn_backward_elemt", x, backend)
     if batch_stats:
         dx = elemt(
             grad, x, mean, invstd, weight, bias, total_dy, total_dy_xhat, count, act,
@@ -121,7 +122,38 @@ def _composite_forward(mean, invstd, eps, act, negative_slope, batch_stats, grou
 
 
 # ---------------------------------------------------------------------------------------
-# Eager mode.
+# The backward as one registered op (opaque under torch.compile: it may hold a collective).
+
+
+def _apply_backward_impl(
+    grad, x, mean, invstd, weight, bias, act, slope, batch_stats, group_name, backend, need_dx,
+    need_params,
+):  # fmt: skip
+    dx, dweight, dbias = _apply_backward(
+        grad, x, mean, invstd, weight, bias, act, slope, batch_stats, group_name, backend,
+        need_dx, need_params,
+    )  # fmt: skip
+    dx = dx if dx is not None else x.new_empty(0)
+    return dx, dweight.clone(), dbias.clone()
+
+
+def _apply_backward_fake(
+    grad, x, mean, invstd, weight, bias, act, slope, batch_stats, group, backend, need_dx, need_p
+):  # fmt: skip
+    acc = accumulation_dtype(x.dtype)
+    channels = x.shape[1]
+    dx = torch.empty_like(x) if need_dx else x.new_empty(0)
+    return dx, x.new_empty(channels, dtype=acc), x.new_empty(channels, dtype=acc)
+
+
+_apply_backward_op = define(
+    "bn_apply_backward(Tensor grad, Tensor x, Tensor mean, Tensor invstd, Tensor? weight, "
+    "Tensor? bias, str act, float slope, bool batch_stats, str? group_name, str? backend, "
+    "bool need_dx, bool need_params) -> (Tensor, Tensor, Tensor)",
+    _apply_backward_impl,
+    _apply_backward_fake,
+    "CompositeExplicitAutograd",
+)
 
 
 class _BatchNormApplyFn(torch.autograd.Function):
@@ -144,7 +176,7 @@ class _BatchNormApplyFn(torch.autograd.Function):
                 forward, (x, weight, bias), grad, (need_x, need_w, need_b)
             )
         else:
-            dx, dweight, dbias = _apply_backward(
+            dx, dweight, dbias = _apply_backward_op(
                 grad, x, mean, invstd, weight, bias, act, slope, batch_stats, group, backend,
                 need_x, need_w or need_b,
             )  # fmt: skip
@@ -159,119 +191,14 @@ class _BatchNormApplyFn(torch.autograd.Function):
 
 
 # ---------------------------------------------------------------------------------------
-# torch.compile: custom ops.
-
-
-@torch.library.custom_op("normkit::bn_batch_stats", mutates_args=())
-def _stats_op(x: Tensor, backend: str | None) -> tuple[Tensor, Tensor]:
-    mean, var = _stats(x, backend)
-    return mean.clone(), var.clone()
-
-
-@_stats_op.register_fake
-def _(x, backend):
-    acc = accumulation_dtype(x.dtype)
-    return x.new_empty(x.shape[1], dtype=acc), x.new_empty(x.shape[1], dtype=acc)
-
-
-@torch.library.custom_op("normkit::bn_apply", mutates_args=())
-def _apply_op(
-    x: Tensor,
-    mean: Tensor,
-    invstd: Tensor,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    eps: float,
-    act: str,
-    negative_slope: float,
-    batch_stats: bool,
-    group_name: str | None,
-    backend: str | None,
-) -> Tensor:
-    return with_strides_of(_apply(x, mean, invstd, weight, bias, act, negative_slope, backend), x)
-
-
-@_apply_op.register_fake
-def _(x, mean, invstd, weight, bias, eps, act, negative_slope, batch_stats, group_name, backend):
-    return torch.empty_like(x)
-
-
-@torch.library.custom_op("normkit::bn_apply_backward", mutates_args=())
-def _apply_backward_op(
-    grad: Tensor,
-    x: Tensor,
-    mean: Tensor,
-    invstd: Tensor,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    act: str,
-    negative_slope: float,
-    batch_stats: bool,
-    group_name: str | None,
-    backend: str | None,
-    need_dx: bool,
-    need_params: bool,
-) -> tuple[Tensor, Tensor, Tensor]:
-    dx, dweight, dbias = _apply_backward(
-        grad, x, mean, invstd, weight, bias, act, negative_slope, batch_stats, group_name,
-        backend, need_dx, need_params,
-    )  # fmt: skip
-    dx = with_strides_of(dx, x) if dx is not None else x.new_empty(0)
-    return dx, dweight.clone(), dbias.clone()
-
-
-@_apply_backward_op.register_fake
-def _(
-    grad, x, mean, invstd, weight, bias, act, slope, batch_stats, group, backend, need_dx, need_p
-):
-    acc = accumulation_dtype(x.dtype)
-    channels = x.shape[1]
-    dx = torch.empty_like(x) if need_dx else x.new_empty(0)
-    return dx, x.new_empty(channels, dtype=acc), x.new_empty(channels, dtype=acc)
-
-
-def _apply_setup(ctx, inputs, output):
-    x, mean, invstd, weight, bias, _eps, act, slope, batch_stats, group_name, backend = inputs
-    ctx.save_for_backward(x, mean, invstd, weight, bias)
-    ctx.options = (act, slope, batch_stats, group_name, backend)
-    ctx.dtypes = (None if weight is None else weight.dtype, None if bias is None else bias.dtype)
-
-
-def _apply_op_backward(ctx, grad):
-    x, mean, invstd, weight, bias = ctx.saved_tensors
-    act, slope, batch_stats, group_name, backend = ctx.options
-    need_x = ctx.needs_input_grad[0]
-    need_params = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
-    dx, dweight, dbias = _apply_backward_op(
-        grad, x, mean, invstd, weight, bias, act, slope, batch_stats, group_name, backend,
-        need_x, need_params,
-    )  # fmt: skip
-    w_dtype, b_dtype = ctx.dtypes
-    return (
-        dx if need_x else None,
-        None,
-        None,
-        None if w_dtype is None else dweight.to(w_dtype),
-        None if b_dtype is None else dbias.to(b_dtype),
-        *(None,) * 6,
-    )
-
-
-_apply_op.register_autograd(_apply_op_backward, setup_context=_apply_setup)
-
-
-# ---------------------------------------------------------------------------------------
-# Public entry points of this bridge.
+# Entry points.
 
 
 def batch_stats(x: Tensor, backend: str | None = None) -> tuple[Tensor, Tensor]:
-    """Per-channel ``(mean (C,), var (C,))`` of ``x (N, C, L)``: biased variance, in the
+    """Per-channel ``(mean (C,), var (C,))`` of ``x (N, C, *)``: biased variance, in the
     accumulation dtype (float64 for float64 input, else float32), not differentiable.
     An empty ``x`` (``N = 0``) gives zeros."""
-    x = x.detach()  # statistics are inputs of bn_apply, whose backward accounts for them
-    if torch.compiler.is_compiling():
-        return _stats_op(x, backend)
-    return _stats(x, backend)
+    return _stats(x.detach(), backend)
 
 
 def bn_apply(
@@ -287,30 +214,22 @@ def bn_apply(
     group_name: str | None = None,
     backend: str | None = None,
 ) -> Tensor:
-    """``y = act((x - mean) * invstd * weight + bias)`` for ``x (N, C, L)``, per channel.
+    """``y = act((x - mean) * invstd * weight + bias)`` for ``x (N, C, *)``, per channel.
 
     Args:
         mean, invstd: ``(C,)`` statistics in the accumulation dtype, no gradient.
         weight, bias: ``(C,)`` or None; differentiable.
         eps: the epsilon behind ``invstd`` (used only by the double-backward recompute).
-        act, negative_slope: the fused activation (``torch_ops.ACTIVATIONS``).
-        batch_stats: ``mean``/``invstd`` are the statistics of ``x`` (training backward);
-            False: they are constants (inference, frozen statistics).
+        act, negative_slope: the fused activation (:data:`normkit._shared.ACTIVATIONS`).
+        batch_stats: ``mean``/``invstd`` are the statistics of ``x`` itself (training
+            backward); False: they are constants (inference, frozen statistics).
         group_name: a process group's name: the statistics were merged over that group and
             the backward sums ``sum(dy)``, ``sum(dy * x_hat)`` and the count over it.
         backend: force a backend for the primitives.
 
-    Returns ``y (N, C, L)`` with ``x``'s dtype and layout.
+    Returns a fresh ``y`` of ``x``'s shape, dtype and layout.
     """
-    if torch.compiler.is_compiling():
-        return _apply_op(
-            x, mean, invstd, weight, bias, eps, act, negative_slope, batch_stats, group_name,
-            backend,
-        )  # fmt: skip
-    needs = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, weight, bias)
-    )
-    if not needs:
+    if not needs_autograd(x, weight, bias):
         return _apply(x, mean, invstd, weight, bias, act, negative_slope, backend)
     return _BatchNormApplyFn.apply(
         x, mean, invstd, weight, bias, eps, act, negative_slope, batch_stats, group_name, backend

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from normkit.backends.torch_ops import accumulation_dtype
+from normkit._shared import accumulation_dtype
 
 
 class SyncBatchNormError(RuntimeError):
@@ -153,15 +153,17 @@ class _AllReduceSum(torch.autograd.Function):
 
 
 def differentiable_global_stats(x: Tensor, group_name: str) -> tuple[Tensor, Tensor]:
-    """Global ``(mean, var)`` of ``x (N, C, L)`` as differentiable functions of every
+    """Global ``(mean, var)`` of ``x (N, C, *)`` as differentiable functions of every
     process's ``x`` (two-pass: the global mean, then the centered sum of squares). Used by
     double backward only; every process must call it."""
     acc = accumulation_dtype(x.dtype)
     xa = x.to(acc)
-    local = torch.cat([xa.sum(dim=(0, 2)), xa.new_full((1,), float(x.shape[0] * x.shape[2]))])
+    dims = (0, *range(2, x.dim()))
+    count = x.numel() // x.shape[1] if x.shape[1] else 0
+    local = torch.cat([xa.sum(dim=dims), xa.new_full((1,), float(count))])
     total = _AllReduceSum.apply(local, group_name)
     n = total[-1].detach()
     mean = total[:-1] / n
-    m2 = (xa - mean.reshape(1, -1, 1)).square().sum(dim=(0, 2))
+    m2 = (xa - mean.reshape(-1, *(1,) * (x.dim() - 2))).square().sum(dim=dims)
     var = _AllReduceSum.apply(m2, group_name) / n
     return mean, var

@@ -1,102 +1,164 @@
-"""The dispatch table: the only place that knows which implementations exist.
+"""The dispatch table: which implementation computes an op for a given input.
 
-Implementations are registered per ``(op, backend)``. Every op a backend registers has the
-signature documented in :mod:`normkit.backends.torch_ops` (the reference implementation of
-each op, built from composite torch ops). A backend also registers a ``supports(tensor)``
-predicate; :func:`get_impl` resolves the backend for a given input at call time.
+Two backends implement the same ops (same signatures, same semantics; see
+:mod:`normkit.backends.torch_backend` for the contract of each op):
 
-Backends other than ``"torch"`` live in modules that are imported lazily, on the first call
-that could use them, so ``import normkit`` stays cheap.
+* ``"numba"``: normkit's compiled CPU kernels (float32/float64 CPU tensors).
+* ``"torch"``: torch's own kernels (``torch.native_batch_norm``, ``torch.layer_norm``, ...)
+  with normkit's semantics on top (guarded running statistics); every device and dtype.
+
+Choice at each call, in this order: an explicit ``backend=`` argument, the innermost
+:func:`normkit.use_backend` block, the ``NORMKIT_BACKEND`` environment variable (read once,
+at the first dispatch of the process), else automatic. A backend asked for by name that
+cannot take the input raises :class:`~normkit.config.BackendUnavailableError`.
+
+Automatic choice: ``"numba"`` where it supports the input and the input is at least as large
+as the crossover measured by ``benchmarks/bench_crossover.py`` for the op, dtype and layout
+(``crossover.json`` beside this module: below it torch's kernel was faster); ``"torch"``
+otherwise. The decision is computed once per (op, device, dtype, layout, request) and cached;
+what remains per call is one dictionary lookup and a size comparison.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from normkit.config import BackendUnavailableError, requested_backend
 
 _log = logging.getLogger(__name__)
 
-# Preference order for automatic selection; the last entry must support every tensor.
-_PREFERENCE: list[str] = ["numba", "torch"]
-_LAZY_MODULES: dict[str, str] = {
-    "numba": "normkit.backends.numba_backend",
-    "torch": "normkit.backends.torch_ops",
-}
-_IMPLS: dict[tuple[str, str], Callable] = {}
-_SUPPORTS: dict[str, Callable[[torch.Tensor], bool]] = {}
+BACKENDS = ("numba", "torch")
+_MODULES = {"numba": "normkit.backends.numba_backend", "torch": "normkit.backends.torch_backend"}
+
+
+class _Backend:
+    __slots__ = ("name", "ops", "supports")
+
+    def __init__(self, name: str, supports: Callable[[torch.dtype, str], bool], ops: dict) -> None:
+        self.name, self.supports, self.ops = name, supports, ops
+
+
+_LOADED: dict[str, _Backend] = {}
 _LOAD_FAILED: dict[str, str] = {}
+# (op, device type, dtype, layout, requested) -> (backend, fallback backend or "", min numel)
+_DECISIONS: dict[tuple, tuple[str, str, int]] = {}
+_CROSSOVER: dict[str, dict[str, dict[str, int]]] = {}
 
 
-def register(op: str, backend: str, fn: Callable) -> Callable:
-    """Register ``fn`` as the implementation of ``op`` on ``backend``."""
-    _IMPLS[(op, backend)] = fn
-    return fn
+def register_backend(name: str, supports: Callable[[torch.dtype, str], bool], ops: dict) -> None:
+    """Declare a backend: ``supports(dtype, device_type)`` telling which inputs it takes,
+    and its ops."""
+    _LOADED[name] = _Backend(name, supports, ops)
+    _DECISIONS.clear()
 
 
-def register_backend(backend: str, supports: Callable[[torch.Tensor], bool]) -> None:
-    """Declare a backend and the predicate telling which tensors it accepts."""
-    _SUPPORTS[backend] = supports
+def forget_decisions() -> None:
+    """Drop the cached decisions (after a fork, or when a backend's support changes)."""
+    _DECISIONS.clear()
 
 
-def backend_names() -> list[str]:
-    """Names of all known backends, loaded or not."""
-    return list(_PREFERENCE)
-
-
-def _load(backend: str) -> bool:
-    if backend in _SUPPORTS:
-        return True
-    if backend in _LOAD_FAILED or backend not in _LAZY_MODULES:
-        return False
+def _load(name: str) -> _Backend | None:
+    backend = _LOADED.get(name)
+    if backend is not None or name in _LOAD_FAILED:
+        return backend
     try:
-        importlib.import_module(_LAZY_MODULES[backend])
-    except ImportError as exc:  # e.g. numba missing, or the kernels not built yet
-        _LOAD_FAILED[backend] = str(exc)
-        _log.debug("normkit backend %r unavailable: %s", backend, exc)
-        return False
-    return backend in _SUPPORTS
+        importlib.import_module(_MODULES[name])
+    except ImportError as exc:  # numba missing or broken
+        _LOAD_FAILED[name] = str(exc)
+        _log.debug("normkit backend %r unavailable: %s", name, exc)
+        return None
+    return _LOADED.get(name)
 
 
 def available() -> list[str]:
-    """Backends that loaded successfully on this machine."""
-    return [name for name in _PREFERENCE if _load(name)]
+    """Backends that load on this machine."""
+    return [name for name in BACKENDS if _load(name) is not None]
 
 
-def get_impl(op: str, sample: torch.Tensor, backend: str | None = None) -> Callable:
-    """The implementation of ``op`` to run for input ``sample``.
+def layout_of(x: Tensor) -> str:
+    """``"contiguous"``, ``"channels_last"`` (channels fastest, 4-D or 5-D) or ``"strided"``."""
+    if x.is_contiguous():
+        return "contiguous"
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return "channels_last"
+    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
+        return "channels_last"
+    return "strided"
 
-    ``backend`` (or the context/env-var choice, see :mod:`normkit.config`) forces a backend
-    and raises :class:`BackendUnavailableError` if it cannot take ``sample``; otherwise the
-    first backend in preference order that implements ``op`` and supports ``sample`` wins.
-    """
-    name = requested_backend(backend)
-    if name is not None:
-        if name not in _LAZY_MODULES:
+
+def crossover(op: str, dtype: torch.dtype, layout: str) -> int:
+    """The smallest input (in elements) for which the numba kernel was measured faster."""
+    if not _CROSSOVER:
+        path = Path(__file__).with_name("crossover.json")
+        _CROSSOVER.update(json.loads(path.read_text()) if path.exists() else {"": {}})
+    return int(_CROSSOVER.get(op, {}).get(str(dtype).removeprefix("torch."), {}).get(layout, 1))
+
+
+@torch.compiler.assume_constant_result
+def _decision(
+    op: str, device_type: str, dtype: torch.dtype, layout: str, requested: str | None
+) -> tuple[str, str, int]:
+    """``(backend, fallback backend or "", min numel)``, computed once per key. Under
+    torch.compile this runs at trace time (it may import a backend module)."""
+    key = (op, device_type, dtype, layout, requested)
+    decision = _DECISIONS.get(key)
+    if decision is None:
+        decision = _DECISIONS[key] = _decide(op, device_type, dtype, layout, requested)
+    return decision
+
+
+def _decide(op: str, device_type: str, dtype: torch.dtype, layout: str, requested: str | None):
+    if requested is not None:
+        if requested not in _MODULES:
             raise BackendUnavailableError(
-                f"unknown normkit backend {name!r}; expected one of {['auto', *_PREFERENCE]}"
+                f"unknown normkit backend {requested!r}; expected one of {['auto', *BACKENDS]}"
             )
-        if not _load(name):
+        backend = _load(requested)
+        if backend is None:
             raise BackendUnavailableError(
-                f"normkit backend {name!r} could not be loaded: {_LOAD_FAILED.get(name)}"
+                f"normkit backend {requested!r} could not be loaded: {_LOAD_FAILED[requested]}"
             )
-        fn = _IMPLS.get((op, name))
-        if fn is None:
-            raise BackendUnavailableError(f"normkit backend {name!r} does not implement {op!r}")
-        if not _SUPPORTS[name](sample):
+        if op not in backend.ops:
             raise BackendUnavailableError(
-                f"normkit backend {name!r} cannot run {op!r} on a {sample.dtype} tensor "
-                f"on device {sample.device.type!r} (layout {tuple(sample.stride())} strides)"
+                f"normkit backend {requested!r} does not implement {op!r}"
             )
-        return fn
-    for candidate in _PREFERENCE:
-        if not _load(candidate):
-            continue
-        fn = _IMPLS.get((op, candidate))
-        if fn is not None and _SUPPORTS[candidate](sample):
-            return fn
-    raise BackendUnavailableError(f"no normkit backend implements {op!r}")  # pragma: no cover
+        if not backend.supports(dtype, device_type):
+            raise BackendUnavailableError(
+                f"normkit backend {requested!r} cannot run {op!r} on a {dtype} tensor on "
+                f"device {device_type!r}"
+            )
+        return requested, "", 1 if requested == "numba" else 0
+    _load("torch")
+    numba = _load("numba")
+    if numba is None or op not in numba.ops or not numba.supports(dtype, device_type):
+        return "torch", "", 0
+    return "numba", "torch", max(1, crossover(op, dtype, layout))
+
+
+def select(op: str, x: Tensor, backend: str | None = None) -> Callable:
+    """The implementation of ``op`` for input ``x`` (see the module docstring)."""
+    requested = requested_backend(backend)
+    name, fallback, threshold = _decision(op, x.device.type, x.dtype, layout_of(x), requested)
+    if x.numel() < threshold:
+        if not fallback:  # numba asked for by name, on an empty tensor
+            raise BackendUnavailableError(
+                f"normkit backend {requested!r} cannot run {op!r} on an empty tensor "
+                f"(size {tuple(x.shape)})"
+            )
+        name = fallback
+    return _LOADED[name].ops[op]
+
+
+def backend_name(impl: Callable) -> str:
+    """Which backend an implementation returned by :func:`select` belongs to."""
+    for name, backend in _LOADED.items():
+        if impl in backend.ops.values():
+            return name
+    raise ValueError(f"{impl!r} is not a registered normkit op")

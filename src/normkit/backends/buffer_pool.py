@@ -14,7 +14,7 @@ Handed-out tensors are ordinary (not views), so in-place ops on them work as usu
 Bounds: only buffers of at least ``min_bytes`` (1 MiB) are pooled, and the pool holds at
 most ``max_bytes`` in total, evicting the least recently used idle buffers first; beyond
 that, outputs are allocated normally. ``NORMKIT_BUFFER_POOL_MB`` sets ``max_bytes``
-(default 1024; ``0`` turns the pool off). :meth:`BufferPool.release` frees the idle buffers.
+(default 0: the pool is off). :meth:`BufferPool.release` frees the idle buffers.
 """
 
 from __future__ import annotations
@@ -70,10 +70,10 @@ class BufferPool:
 
     @classmethod
     def from_env(cls) -> BufferPool:
-        """A pool sized by ``NORMKIT_BUFFER_POOL_MB`` (default 1024 MB, 0 disables)."""
+        """A pool sized by ``NORMKIT_BUFFER_POOL_MB`` (default 0: off)."""
         if _use_count is None:  # cannot tell when a buffer is free: never reuse
             return cls(0)
-        raw = os.environ.get(ENV_VAR, "1024")
+        raw = os.environ.get(ENV_VAR, "0")
         try:
             megabytes = float(raw)
         except ValueError as exc:

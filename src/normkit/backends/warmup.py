@@ -8,9 +8,9 @@ them, and come from the cache in every later process. Running this once after in
     normkit warmup --dtype float32
     python -c "import normkit.backends.warmup as w; w.warmup()"
 
-The cache lives next to the installed sources when that directory is writable, else in
-``$XDG_CACHE_HOME/normkit/numba`` (``~/.cache/normkit/numba``); ``NUMBA_CACHE_DIR``
-overrides both. Set the same variable in the process that trains.
+Numba chooses where the cache lives: ``NUMBA_CACHE_DIR`` when set, else next to the
+installed sources when that directory is writable, else a per-user cache directory. Set the
+same variable in the process that trains.
 """
 
 from __future__ import annotations
@@ -61,7 +61,9 @@ def warmup(dtypes: tuple[str, ...] = ("float32", "float64"), verbose: bool = Fal
     return done
 
 
-_STALE = re.compile(r"^(batch_norm|group_norm|row_norm)\.\w+__(ncl|nlc|rows)_float(32|64)_(\w+)-")
+_STALE = re.compile(
+    r"^(batch_norm|group_norm|row_norm|running)\.\w+__(ncl|nlc|rows|vec)_float(32|64)_(\w+)-"
+)
 
 
 def stale_cache_files(cache_dir: str) -> list[str]:
@@ -83,20 +85,22 @@ def stale_cache_files(cache_dir: str) -> list[str]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from normkit.kernels import CACHE_DIR
+    from normkit.kernels import KERNELS, cache_dir
 
     dtypes = ("float32", "float64") if args.dtype == "all" else (args.dtype,)
-    print(f"normkit warmup: kernel cache in {CACHE_DIR or 'the Numba default location'}")
-    if CACHE_DIR:
-        stale = stale_cache_files(CACHE_DIR)
-        for path in stale:
-            os.remove(path)
-        if stale:
-            print(f"removed {len(stale)} cache files of older kernel sources")
     start = time.perf_counter()
     done = warmup(dtypes, verbose=not args.quiet)
     total = time.perf_counter() - start
     compiled = sum(not item.from_cache for item in done)
+    some = next(iter(KERNELS.values()))
+    folder = cache_dir(some.get(*some.variants()[0])) if done else ""
+    print(f"normkit warmup: kernel cache in {folder or 'the Numba default location'}")
+    if folder:
+        stale = stale_cache_files(folder)
+        for path in stale:
+            os.remove(path)
+        if stale:
+            print(f"removed {len(stale)} cache files of older kernel sources")
     print(
         f"{len(done)} kernel variants ready in {total:.1f} s "
         f"({compiled} compiled, {len(done) - compiled} from the cache)"

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
+from normkit._shared import ACTIVATIONS
+
 
 class NormInputError(ValueError, RuntimeError):
     """An input or argument whose shape or value does not fit the layer."""
@@ -170,6 +172,31 @@ def check_running_stats_for_eval(
         )
 
 
+def check_cumulative_average(
+    momentum: float | None,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    num_batches_tracked: Tensor | None,
+    name: str,
+) -> None:
+    """``momentum=None`` (the cumulative average) counts batches in ``num_batches_tracked``."""
+    if (
+        momentum is None
+        and num_batches_tracked is None
+        and (running_mean is not None or running_var is not None)
+    ):
+        raise NormInputError(
+            f"{name}: momentum=None (cumulative moving average) needs num_batches_tracked"
+        )
+
+
+def check_layer_input(input: Tensor, ranks: Sequence[int], channels: int, name: str) -> None:
+    """A layer's input: floating, of an accepted rank, with ``channels`` at dim 1."""
+    check_floating(input, name)
+    check_rank(input, ranks, name)
+    check_channels(input, channels, name)
+
+
 def check_momentum(momentum: float | None, name: str) -> None:
     if momentum is not None and not (0.0 <= momentum <= 1.0):
         raise NormInputError(
@@ -236,8 +263,6 @@ def check_ghost_batch_values(input: Tensor, virtual_batch_size: int, name: str) 
 
 
 def check_activation(act: str, negative_slope: float, name: str) -> None:
-    from normkit.backends.torch_ops import ACTIVATIONS
-
     if act not in ACTIVATIONS:
         raise NormInputError(f"{name}: act must be one of {list(ACTIVATIONS)}, got {act!r}")
     if not _is_real(negative_slope) or not math.isfinite(negative_slope):

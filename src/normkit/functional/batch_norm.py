@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
-import torch
 from torch import Tensor
 
-from normkit.autograd import batch_norm_eval, norm
+from normkit.backends import select
 from normkit.functional import _validate as v
-from normkit.functional._running import update_running_stats
-
-
-def _as_ncl(input: Tensor) -> Tensor:
-    """``(N, C, *)`` -> ``(N, C, L)``; a view whenever the layout allows (channels_last too)."""
-    return input.reshape(input.shape[0], input.shape[1], math.prod(input.shape[2:]))
 
 
 def batch_norm(
@@ -54,6 +45,8 @@ def batch_norm(
         backend: force a backend (``"torch"``, ``"numba"``); default automatic.
         name: layer name used in error messages and warnings.
 
+    Returns a new tensor of ``input``'s shape (channels_last stays channels_last).
+
     Same signature and semantics as :func:`torch.nn.functional.batch_norm`, except that a
     batch with non-finite statistics does not update the running statistics (see
     :mod:`normkit.functional._running`).
@@ -61,20 +54,40 @@ def batch_norm(
     v.check_per_channel_arguments(
         input, running_mean, running_var, weight, bias, eps, training, name
     )
-    x = _as_ncl(input)
-    if not training:
-        v.check_running_stats_for_eval(running_mean, running_var, name)
-        y = batch_norm_eval(x, running_mean, running_var, weight, bias, eps, backend)
-        return y.reshape(input.shape)
-    v.check_more_than_one_value_per_channel(input, name)
-    y, mean, var = norm("batch", x, weight, bias, eps, backend=backend)
-    if running_mean is not None or running_var is not None:
-        count = x.shape[0] * x.shape[2]
-        update_running_stats(
-            running_mean, running_var, mean, var, count, momentum, num_batches_tracked, name,
-            backend,
+    return normalize_per_channel(
+        input, running_mean, running_var, weight, bias, training, momentum, eps,
+        num_batches_tracked, backend, name,
+    )  # fmt: skip
+
+
+def normalize_per_channel(
+    input: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    training: bool,
+    momentum: float | None,
+    eps: float,
+    num_batches_tracked: Tensor | None,
+    backend: str | None,
+    name: str,
+    act: str = "identity",
+    negative_slope: float = 0.01,
+) -> Tensor:
+    """BatchNorm (optionally followed by ``act``) on arguments whose shapes are validated:
+    the checks that depend on the mode, then straight to the backend. Layers call this."""
+    if training:
+        v.check_more_than_one_value_per_channel(input, name)
+        v.check_cumulative_average(momentum, running_mean, running_var, num_batches_tracked, name)
+        impl = select("batch_norm_train", input, backend)
+        return impl(
+            input, weight, bias, running_mean, running_var, num_batches_tracked, momentum, eps,
+            act, negative_slope, name,
         )  # fmt: skip
-    return y.reshape(input.shape)
+    v.check_running_stats_for_eval(running_mean, running_var, name)
+    impl = select("batch_norm_eval", input, backend)
+    return impl(input, weight, bias, running_mean, running_var, eps, act, negative_slope)
 
 
 def instance_norm(
@@ -104,24 +117,36 @@ def instance_norm(
 
     Equivalence: ``instance_norm(x) == group_norm(x, num_groups=C)``.
 
-    Shape: ``(N, C, *)`` with at least one spatial dim; output the same.
+    Shape: ``(N, C, *)`` with at least one spatial dim; output the same (contiguous, as
+    torch's).
     """
     v.check_per_channel_arguments(
         input, running_mean, running_var, weight, bias, eps, use_input_stats, name, min_rank=3
     )
-    channels = input.shape[1]
-    x = _as_ncl(input)
+    return normalize_instances(
+        input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps, backend,
+        name,
+    )  # fmt: skip
+
+
+def normalize_instances(
+    input: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    use_input_stats: bool,
+    momentum: float,
+    eps: float,
+    backend: str | None,
+    name: str,
+) -> Tensor:
+    """InstanceNorm on arguments whose shapes are validated (what the layers call)."""
     if not use_input_stats:
         v.check_running_stats_for_eval(running_mean, running_var, name)
-        y = batch_norm_eval(x, running_mean, running_var, weight, bias, eps, backend)
-        return y.reshape(input.shape)
+        x = input.contiguous()  # torch's instance norm returns contiguous outputs
+        impl = select("batch_norm_eval", x, backend)
+        return impl(x, weight, bias, running_mean, running_var, eps, "identity", 0.01)
     v.check_more_than_one_spatial_element(input, name)
-    y, mean, var = norm("group", x, weight, bias, eps, option=channels, backend=backend)
-    if running_mean is not None or running_var is not None:
-        with torch.no_grad():
-            batch_mean, batch_var = mean.mean(0), var.mean(0)
-        update_running_stats(
-            running_mean, running_var, batch_mean, batch_var, x.shape[2], momentum, None, name,
-            backend,
-        )  # fmt: skip
-    return y.reshape(input.shape)
+    impl = select("instance_norm_train", input, backend)
+    return impl(input, weight, bias, running_mean, running_var, momentum, eps, name)

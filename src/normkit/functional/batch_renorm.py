@@ -8,7 +8,7 @@ from torch import Tensor
 from normkit.autograd.batch_norm_variants import batch_stats, bn_apply
 from normkit.functional import _validate as v
 from normkit.functional._running import update_running_stats
-from normkit.functional.batch_norm import _as_ncl, batch_norm
+from normkit.functional.batch_norm import batch_norm
 
 Limit = float | Tensor
 
@@ -175,14 +175,13 @@ def batch_renorm(
             num_batches_tracked=num_batches_tracked, backend=backend, name=name,
         )  # fmt: skip
     v.check_more_than_one_value_per_channel(input, name)
-    x = _as_ncl(input)
-    mean, var = batch_stats(x, backend)
+    mean, var = batch_stats(input, backend)
     invstd = torch.rsqrt(var + eps)
     r, d = renorm_correction(mean, var, running_mean, running_var, eps, rmax, dmax)
     w, b = fold_correction(weight, bias, r, d)
-    y = bn_apply(x, mean, invstd, w, b, eps, backend=backend)
-    count = x.shape[0] * x.shape[2]
+    y = bn_apply(input, mean, invstd, w, b, eps, backend=backend)
+    count = input.numel() // input.shape[1]
     update_running_stats(
         running_mean, running_var, mean, var, count, momentum, num_batches_tracked, name
     )
-    return y.reshape(input.shape)
+    return y

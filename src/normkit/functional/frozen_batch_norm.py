@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from normkit.autograd import batch_norm_eval
+from normkit.backends import select
 from normkit.functional import _validate as v
-from normkit.functional.batch_norm import _as_ncl
 
 
 def frozen_batch_norm(
@@ -50,4 +49,5 @@ def frozen_batch_norm(
         t.detach().to(dtype) for t in (running_mean, running_var, weight, bias)
     )
     # Validated above: straight to the inference op, not through batch_norm's checks again.
-    return batch_norm_eval(_as_ncl(input), mean, var, weight, bias, eps).reshape(input.shape)
+    impl = select("batch_norm_eval", input)
+    return impl(input, weight, bias, mean, var, eps, "identity", 0.01)

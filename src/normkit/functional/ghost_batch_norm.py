@@ -10,7 +10,7 @@ from torch import Tensor
 from normkit.autograd.batch_norm_variants import batch_stats, bn_apply
 from normkit.functional import _validate as v
 from normkit.functional._running import update_running_stats
-from normkit.functional.batch_norm import _as_ncl, batch_norm
+from normkit.functional.batch_norm import batch_norm
 
 
 def ghost_batch_sizes(batch_size: int, virtual_batch_size: int, values_per_sample: int = 1):
@@ -96,10 +96,9 @@ def ghost_batch_norm(
     means, vars_ = [], []
     start = 0
     for chunk in input.split(sizes):
-        x = _as_ncl(chunk)
-        mean, var = batch_stats(x, backend)
-        y = bn_apply(x, mean, torch.rsqrt(var + eps), weight, bias, eps, backend=backend)
-        output[start : start + chunk.shape[0]] = y.reshape(chunk.shape)
+        mean, var = batch_stats(chunk, backend)
+        y = bn_apply(chunk, mean, torch.rsqrt(var + eps), weight, bias, eps, backend=backend)
+        output[start : start + chunk.shape[0]] = y
         start += chunk.shape[0]
         means.append(mean)
         vars_.append(var)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from normkit.autograd import norm
+from normkit.backends import select
 from normkit.functional import _validate as v
-from normkit.functional.batch_norm import _as_ncl
 
 
 def group_norm(
@@ -41,7 +40,18 @@ def group_norm(
     v.check_vector(weight, channels, "weight", name)
     v.check_vector(bias, channels, "bias", name)
     v.check_eps(eps, False, name)
+    return normalize_groups(input, num_groups, weight, bias, eps, backend, name)
+
+
+def normalize_groups(
+    input: Tensor,
+    num_groups: int,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+    backend: str | None,
+    name: str,
+) -> Tensor:
+    """GroupNorm on validated parameters (what the layers call)."""
     v.check_group_norm_size(input, num_groups, name)
-    x = _as_ncl(input)
-    y, _, _ = norm("group", x, weight, bias, eps, option=num_groups, backend=backend)
-    return y.reshape(input.shape)
+    return select("group_norm", input, backend)(input, num_groups, weight, bias, eps)

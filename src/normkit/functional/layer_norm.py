@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from normkit.autograd import norm
+from normkit.backends import select
 from normkit.functional import _validate as v
 
 
@@ -28,24 +27,29 @@ def _row_norm(
     backend: str | None,
     name: str,
 ) -> Tensor:
-    v.check_floating(input, name)
     shape = _normalized_tuple(normalized_shape)
-    v.check_normalized_shape(input, shape, name)
     v.check_param_shape(weight, shape, "weight", name)
     v.check_param_shape(bias, shape, "bias", name)
     v.check_eps(eps, False, name)
-    features = math.prod(shape)
-    rows = input.reshape(-1, features)
-    y, _, _ = norm(
-        "row",
-        rows,
-        None if weight is None else weight.reshape(features),
-        None if bias is None else bias.reshape(features),
-        eps,
-        option=int(center),
-        backend=backend,
-    )
-    return y.reshape(input.shape)
+    return normalize_rows(input, shape, weight, bias, eps, center, backend, name)
+
+
+def normalize_rows(
+    input: Tensor,
+    normalized_shape: tuple[int, ...],
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+    center: bool,
+    backend: str | None,
+    name: str,
+) -> Tensor:
+    """LayerNorm (``center``) or RMSNorm on validated parameters (what the layers call)."""
+    v.check_floating(input, name)
+    v.check_normalized_shape(input, normalized_shape, name)
+    if center:
+        return select("layer_norm", input, backend)(input, normalized_shape, weight, bias, eps)
+    return select("rms_norm", input, backend)(input, normalized_shape, weight, eps)
 
 
 def layer_norm(

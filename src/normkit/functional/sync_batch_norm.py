@@ -8,9 +8,10 @@ from torch import Tensor
 
 from normkit.autograd import sync
 from normkit.autograd.batch_norm_variants import batch_stats, bn_apply
+from normkit.backends._ops import define
 from normkit.functional import _validate as v
 from normkit.functional._running import update_running_stats
-from normkit.functional.batch_norm import _as_ncl, batch_norm
+from normkit.functional.batch_norm import batch_norm
 
 
 def needs_sync(process_group: dist.ProcessGroup | None = None) -> bool:
@@ -69,21 +70,15 @@ def sync_batch_norm(
     v.check_group_member(process_group, name)
     group_name = sync.group_name_of(process_group)
     world_size = dist.get_world_size(process_group)
-    x = _as_ncl(input)
-    local_mean, local_var = batch_stats(x, backend)
-    args = (
-        local_mean, local_var, x.shape[0] * x.shape[2], group_name, world_size,
+    local_mean, local_var = batch_stats(input, backend)
+    mean, var = _global_stats_op(
+        local_mean, local_var, input.numel() // input.shape[1], group_name, world_size,
         running_mean, running_var, num_batches_tracked, momentum, list(input.shape), name,
     )  # fmt: skip
-    if torch.compiler.is_compiling():
-        mean, var = _global_stats_op(*args)
-    else:
-        mean, var = _global_stats(*args)
-    y = bn_apply(
-        x, mean, torch.rsqrt(var + eps), weight, bias, eps, group_name=group_name,
+    return bn_apply(
+        input, mean, torch.rsqrt(var + eps), weight, bias, eps, group_name=group_name,
         backend=backend,
     )  # fmt: skip
-    return y.reshape(input.shape)
 
 
 def _global_stats(
@@ -110,25 +105,10 @@ def _global_stats(
     return mean, var
 
 
-# Under torch.compile the collective, the data-dependent count and the buffer updates stay
-# inside one opaque custom op, so the whole layer compiles as one graph (fullgraph=True).
-@torch.library.custom_op(
-    "normkit::sync_batch_norm_global_stats",
-    mutates_args=("running_mean", "running_var", "num_batches_tracked"),
-)
-def _global_stats_op(
-    local_mean: Tensor,
-    local_var: Tensor,
-    local_count: int,
-    group_name: str,
-    world_size: int,
-    running_mean: Tensor | None,
-    running_var: Tensor | None,
-    num_batches_tracked: Tensor | None,
-    momentum: float | None,
-    input_shape: list[int],
-    name: str,
-) -> tuple[Tensor, Tensor]:
+def _global_stats_impl(
+    local_mean, local_var, local_count, group_name, world_size, running_mean, running_var,
+    num_batches_tracked, momentum, input_shape, name,
+):  # fmt: skip
     mean, var = _global_stats(
         local_mean, local_var, local_count, group_name, world_size, running_mean, running_var,
         num_batches_tracked, momentum, input_shape, name,
@@ -136,6 +116,18 @@ def _global_stats_op(
     return mean.clone(), var.clone()
 
 
-@_global_stats_op.register_fake
-def _(local_mean, local_var, local_count, group_name, world_size, *rest):
+def _global_stats_fake(local_mean, local_var, local_count, group_name, world_size, *rest):
     return torch.empty_like(local_mean), torch.empty_like(local_var)
+
+
+# The collective, the data-dependent count and the buffer updates stay inside one opaque op,
+# so the whole layer compiles as one graph (fullgraph=True); eager calls run the same op.
+_global_stats_op = define(
+    "sync_batch_norm_global_stats(Tensor local_mean, Tensor local_var, int local_count, "
+    "str group_name, int world_size, Tensor(a!)? running_mean, Tensor(b!)? running_var, "
+    "Tensor(c!)? num_batches_tracked, float? momentum, int[] input_shape, str name) "
+    "-> (Tensor, Tensor)",
+    _global_stats_impl,
+    _global_stats_fake,
+    "CompositeExplicitAutograd",
+)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from normkit.kernels import batch_norm, group_norm, row_norm, running
 from normkit.kernels._common import ACT_CODES
-from normkit.kernels._jit import CACHE_DIR, Entry, launch_lock, set_threads, start_threads
+from normkit.kernels._jit import Entry, cache_dir, launch_lock, set_threads, start_threads
 
 KERNELS: dict[str, Entry] = {
     "bn_stats": batch_norm.bn_stats,
@@ -31,9 +31,9 @@ KERNELS: dict[str, Entry] = {
 
 __all__ = [
     "ACT_CODES",
-    "CACHE_DIR",
     "KERNELS",
     "Entry",
+    "cache_dir",
     "launch_lock",
     "set_threads",
     "start_threads",

@@ -9,6 +9,7 @@ Activations (``act`` codes, the same set as :mod:`normkit.backends.torch_ops`)::
 
     IDENTITY  v                       RELU   max(v, 0)        LEAKY_RELU  v > 0 ? v : s*v
     SILU      v * sigmoid(v)          GELU   v * Phi(v)  (exact, erf-based)
+    RELU6     min(max(v, 0), 6)       HARDSWISH  v * min(max(v + 3, 0), 6) / 6
 
 and their derivatives for the backward, ``dy = grad * act'(pre)``. silu and gelu (and their
 derivatives) come from :mod:`normkit.kernels._activations`: libm for float64, vectorizable
@@ -24,13 +25,15 @@ import numpy as np
 from normkit.kernels._activations import gelu, gelu_grad, silu, silu_grad
 from normkit.kernels._jit import kernel
 
-IDENTITY, RELU, LEAKY_RELU, SILU, GELU = 0, 1, 2, 3, 4
+IDENTITY, RELU, LEAKY_RELU, SILU, GELU, RELU6, HARDSWISH = 0, 1, 2, 3, 4, 5, 6
 ACT_CODES = {
     "identity": IDENTITY,
     "relu": RELU,
     "leaky_relu": LEAKY_RELU,
     "silu": SILU,
     "gelu": GELU,
+    "relu6": RELU6,
+    "hardswish": HARDSWISH,
 }
 
 BLOCK = 4096  # elements per float32 partial sum (rule R3)
@@ -96,6 +99,9 @@ def shifted_sums(seg, k):
 def _grad_block(g, x, m, a, b, act, slope):
     """Block partials ``(sum dy, sum dy * (x - m))`` with ``dy = g * act'((x - m) * a + b)``."""
     z = x.dtype.type(0)
+    six = x.dtype.type(6)
+    three = x.dtype.type(3)
+    half = x.dtype.type(0.5)
     s1 = z
     s2 = z
     n = x.shape[0]
@@ -111,6 +117,18 @@ def _grad_block(g, x, m, a, b, act, slope):
     elif act == LEAKY_RELU:
         for i in range(n):
             dy = g[i] if (x[i] - m) * a + b > z else g[i] * slope
+            s1 += dy
+            s2 += dy * (x[i] - m)
+    elif act == RELU6:
+        for i in range(n):
+            v = (x[i] - m) * a + b
+            dy = z if (v <= z or v >= six) else g[i]
+            s1 += dy
+            s2 += dy * (x[i] - m)
+    elif act == HARDSWISH:
+        for i in range(n):
+            v = (x[i] - m) * a + b
+            dy = z if v < -three else (g[i] * (v / three + half) if v <= three else g[i])
             s1 += dy
             s2 += dy * (x[i] - m)
     elif act == SILU:
@@ -152,6 +170,8 @@ def grad_sums(g, x, m, a, b, act, slope):
 def affine_act(src, dst, m, a, b, act, slope):
     """``dst = act((src - m) * a + b)``."""
     z = src.dtype.type(0)
+    six = src.dtype.type(6)
+    three = src.dtype.type(3)
     n = src.shape[0]
     if act == IDENTITY:
         for i in range(n):
@@ -164,6 +184,15 @@ def affine_act(src, dst, m, a, b, act, slope):
         for i in range(n):
             v = (src[i] - m) * a + b
             dst[i] = v * slope if v <= z else v
+    elif act == RELU6:
+        for i in range(n):
+            v = (src[i] - m) * a + b
+            dst[i] = z if v <= z else (six if v >= six else v)
+    elif act == HARDSWISH:
+        for i in range(n):
+            v = (src[i] - m) * a + b
+            t = v + three
+            dst[i] = v * (z if t <= z else (six if t >= six else t)) / six
     elif act == SILU:
         for i in range(n):
             v = (src[i] - m) * a + b
@@ -178,6 +207,9 @@ def affine_act(src, dst, m, a, b, act, slope):
 def grad_apply(g, x, dx, m, k1, k2, k3, a, b, act, slope):
     """``dx = k1 * dy - k2 * (x - m) - k3`` with ``dy = g * act'((x - m) * a + b)``."""
     z = x.dtype.type(0)
+    six = x.dtype.type(6)
+    three = x.dtype.type(3)
+    half = x.dtype.type(0.5)
     n = x.shape[0]
     if act == IDENTITY:
         for i in range(n):
@@ -189,6 +221,16 @@ def grad_apply(g, x, dx, m, k1, k2, k3, a, b, act, slope):
     elif act == LEAKY_RELU:
         for i in range(n):
             dy = g[i] if (x[i] - m) * a + b > z else g[i] * slope
+            dx[i] = k1 * dy - k2 * (x[i] - m) - k3
+    elif act == RELU6:
+        for i in range(n):
+            v = (x[i] - m) * a + b
+            dy = z if (v <= z or v >= six) else g[i]
+            dx[i] = k1 * dy - k2 * (x[i] - m) - k3
+    elif act == HARDSWISH:
+        for i in range(n):
+            v = (x[i] - m) * a + b
+            dy = z if v < -three else (g[i] * (v / three + half) if v <= three else g[i])
             dx[i] = k1 * dy - k2 * (x[i] - m) - k3
     elif act == SILU:
         for i in range(n):
@@ -209,6 +251,8 @@ def grad_apply(g, x, dx, m, k1, k2, k3, a, b, act, slope):
 def affine_act_row(src, dst, m, a, b, act, slope):
     """``dst[c] = act((src[c] - m[c]) * a[c] + b[c])``."""
     z = src.dtype.type(0)
+    six = src.dtype.type(6)
+    three = src.dtype.type(3)
     n = src.shape[0]
     if act == IDENTITY:
         for i in range(n):
@@ -221,6 +265,15 @@ def affine_act_row(src, dst, m, a, b, act, slope):
         for i in range(n):
             v = (src[i] - m[i]) * a[i] + b[i]
             dst[i] = v * slope if v <= z else v
+    elif act == RELU6:
+        for i in range(n):
+            v = (src[i] - m[i]) * a[i] + b[i]
+            dst[i] = z if v <= z else (six if v >= six else v)
+    elif act == HARDSWISH:
+        for i in range(n):
+            v = (src[i] - m[i]) * a[i] + b[i]
+            t = v + three
+            dst[i] = v * (z if t <= z else (six if t >= six else t)) / six
     elif act == SILU:
         for i in range(n):
             v = (src[i] - m[i]) * a[i] + b[i]
@@ -235,6 +288,9 @@ def affine_act_row(src, dst, m, a, b, act, slope):
 def grad_sums_row(g, x, m, a, b, act, slope, acc1, acc2):
     """``acc1[c] += dy[c]; acc2[c] += dy[c] * (x[c] - m[c])``, ``dy = g * act'((x - m) * a + b)``."""
     z = x.dtype.type(0)
+    six = x.dtype.type(6)
+    three = x.dtype.type(3)
+    half = x.dtype.type(0.5)
     n = x.shape[0]
     if act == IDENTITY:
         for i in range(n):
@@ -248,6 +304,18 @@ def grad_sums_row(g, x, m, a, b, act, slope, acc1, acc2):
     elif act == LEAKY_RELU:
         for i in range(n):
             dy = g[i] if (x[i] - m[i]) * a[i] + b[i] > z else g[i] * slope
+            acc1[i] += dy
+            acc2[i] += dy * (x[i] - m[i])
+    elif act == RELU6:
+        for i in range(n):
+            v = (x[i] - m[i]) * a[i] + b[i]
+            dy = z if (v <= z or v >= six) else g[i]
+            acc1[i] += dy
+            acc2[i] += dy * (x[i] - m[i])
+    elif act == HARDSWISH:
+        for i in range(n):
+            v = (x[i] - m[i]) * a[i] + b[i]
+            dy = z if v < -three else (g[i] * (v / three + half) if v <= three else g[i])
             acc1[i] += dy
             acc2[i] += dy * (x[i] - m[i])
     elif act == SILU:
@@ -268,6 +336,9 @@ def grad_sums_row(g, x, m, a, b, act, slope, acc1, acc2):
 def grad_apply_row(g, x, dx, m, k1, k2, k3, a, b, act, slope):
     """``dx[c] = k1[c] * dy[c] - k2[c] * (x[c] - m[c]) - k3[c]``."""
     z = x.dtype.type(0)
+    six = x.dtype.type(6)
+    three = x.dtype.type(3)
+    half = x.dtype.type(0.5)
     n = x.shape[0]
     if act == IDENTITY:
         for i in range(n):
@@ -279,6 +350,16 @@ def grad_apply_row(g, x, dx, m, k1, k2, k3, a, b, act, slope):
     elif act == LEAKY_RELU:
         for i in range(n):
             dy = g[i] if (x[i] - m[i]) * a[i] + b[i] > z else g[i] * slope
+            dx[i] = k1[i] * dy - k2[i] * (x[i] - m[i]) - k3[i]
+    elif act == RELU6:
+        for i in range(n):
+            v = (x[i] - m[i]) * a[i] + b[i]
+            dy = z if (v <= z or v >= six) else g[i]
+            dx[i] = k1[i] * dy - k2[i] * (x[i] - m[i]) - k3[i]
+    elif act == HARDSWISH:
+        for i in range(n):
+            v = (x[i] - m[i]) * a[i] + b[i]
+            dy = z if v < -three else (g[i] * (v / three + half) if v <= three else g[i])
             dx[i] = k1[i] * dy - k2[i] * (x[i] - m[i]) - k3[i]
     elif act == SILU:
         for i in range(n):

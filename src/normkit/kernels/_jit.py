@@ -1,6 +1,7 @@
 """Shared Numba machinery: compile options, lazy typed entry points, threads, cache location.
 
-Rules this module enforces for every kernel in :mod:`normkit.kernels` (see KERNELS.md):
+Rules this module enforces for every kernel in :mod:`normkit.kernels` (docs/kernels.md
+explains each with its measurement):
 
 * ``cache=True, nogil=True`` and only the named fast-math flags ``reassoc`` (vectorized
   reductions), ``contract`` (FMA), ``nsz`` and ``arcp``; never ``nnan``/``ninf``, because
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import threading
 import types
 from collections.abc import Callable
@@ -33,51 +33,12 @@ _OPTIONS = {"cache": True, "nogil": True, "fastmath": FASTMATH, "error_model": "
 DTYPES: dict[np.dtype, str] = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
 
 
-def _writable(path: str) -> bool:
-    try:
-        os.makedirs(path, exist_ok=True)
-        tempfile.TemporaryFile(dir=path).close()
-    except OSError:
-        return False
-    return True
-
-
-def _user_cache_dir() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "normkit", "numba")
-
-
-def configure_cache() -> str:
-    """Choose where compiled kernels are cached and return that directory.
-
-    ``NUMBA_CACHE_DIR`` wins when set. Otherwise Numba caches next to the sources
-    (``kernels/__pycache__``) when that is writable; when it is not (a read-only
-    site-packages), normkit points Numba at ``$XDG_CACHE_HOME/normkit/numba`` (default
-    ``~/.cache/normkit/numba``), or a per-user temporary directory as a last resort.
-    """
-    if numba.config.CACHE_DIR:
-        return numba.config.CACHE_DIR
-    in_tree = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
-    if _writable(in_tree):
-        return in_tree
-    for candidate in (
-        _user_cache_dir(),
-        os.path.join(tempfile.gettempdir(), f"normkit-numba-{os.getuid()}"),
-    ):
-        if _writable(candidate):
-            numba.config.CACHE_DIR = candidate
-            return candidate
-    return ""  # pragma: no cover - nothing writable: Numba raises a clear error on compile
-
-
-def _configure_threading() -> None:
-    # OpenMP launches cost ~2 us and are safe to enter from several Python threads;
-    # workqueue costs 40-90 us and aborts on concurrent use (guarded by a lock below).
-    numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
-
-
-CACHE_DIR = configure_cache()
-_configure_threading()
+def cache_dir(dispatcher) -> str:
+    """Where Numba keeps the on-disk cache of a compiled ``dispatcher`` (Numba's own choice:
+    ``NUMBA_CACHE_DIR`` if set, else ``__pycache__`` next to the sources when writable, else
+    a per-user cache directory)."""
+    cache = getattr(dispatcher, "_cache", None)
+    return getattr(cache, "_cache_path", "") or ""
 
 
 def kernel(fn: Callable | None = None, *, parallel: bool = False, inline: bool = False):

@@ -24,7 +24,7 @@ from numba import prange
 from normkit.kernels._common import IDENTITY, affine_act, grad_apply, grad_sums, shift_of
 from normkit.kernels._common import shifted_sums as _sums
 from normkit.kernels._jit import entry, kernel
-from normkit.kernels.batch_norm import (
+from normkit.kernels.batch_norm_ncl import (
     _ncl_apply_all,
     _ncl_grad_apply_all,
     _ncl_grad_moments,

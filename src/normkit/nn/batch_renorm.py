@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from normkit.functional import _validate as v
 from normkit.functional.batch_renorm import batch_renorm, renorm_limits
-from normkit.nn._base import _NormBase
+from normkit.nn._base import PerChannelLayer, check_per_channel_args
 
 _DOC_TEMPLATE = r"""Batch renormalization over a {rank} input (`Ioffe 2017
     <https://arxiv.org/abs/1702.03275>`__): BatchNorm that stays consistent between
@@ -63,8 +63,36 @@ _DOC_TEMPLATE = r"""Batch renormalization over a {rank} input (`Ioffe 2017
 """
 
 
-class _BatchRenorm(_NormBase):
-    """State and schedule shared by BatchRenorm1d/2d/3d (only the rank check differs)."""
+def batch_renorm_forward(layer: _BatchRenorm, input: Tensor) -> Tensor:
+    """The forward of the BatchRenorm layers (one FX node; see :mod:`normkit.nn._base`)."""
+    name = layer._check_input(input)
+    rmax, dmax = layer.rmax, layer.dmax
+    if layer.training:
+        rmax, dmax = renorm_limits(
+            layer.num_batches_tracked, layer.rmax, layer.dmax, layer.warmup_steps
+        )
+    return batch_renorm(
+        input,
+        layer.running_mean,
+        layer.running_var,
+        layer.weight,
+        layer.bias,
+        layer.training,
+        layer.momentum,
+        layer.eps,
+        rmax,
+        dmax,
+        num_batches_tracked=layer.num_batches_tracked if layer.training else None,
+        name=name,
+    )
+
+
+torch.fx.wrap("batch_renorm_forward")
+
+
+class _BatchRenorm(PerChannelLayer):
+    """State and schedule shared by BatchRenorm1d/2d/3d (mixed into torch's BatchNorm
+    classes, whose state dict and inference they share; only the rank check differs)."""
 
     rmax: float
     dmax: float
@@ -83,6 +111,7 @@ class _BatchRenorm(_NormBase):
         dtype: torch.dtype | None = None,
     ) -> None:
         name = type(self).__name__
+        check_per_channel_args(name, num_features, eps, momentum)
         v.check_renorm_limits(rmax, dmax, name)
         v.check_warmup_steps(warmup_steps, name)
         super().__init__(num_features, eps, momentum, affine, True, device, dtype)
@@ -95,26 +124,7 @@ class _BatchRenorm(_NormBase):
         return renorm_limits(int(self.num_batches_tracked), self.rmax, self.dmax, self.warmup_steps)
 
     def forward(self, input: Tensor) -> Tensor:
-        name = self._check_input(input)
-        rmax, dmax = self.rmax, self.dmax
-        if self.training:
-            rmax, dmax = renorm_limits(
-                self.num_batches_tracked, self.rmax, self.dmax, self.warmup_steps
-            )
-        return batch_renorm(
-            input,
-            self.running_mean,
-            self.running_var,
-            self.weight,
-            self.bias,
-            self.training,
-            self.momentum,
-            self.eps,
-            rmax,
-            dmax,
-            num_batches_tracked=self.num_batches_tracked if self.training else None,
-            name=name,
-        )
+        return batch_renorm_forward(self, input)
 
     def extra_repr(self) -> str:
         return (
@@ -124,7 +134,7 @@ class _BatchRenorm(_NormBase):
         )
 
 
-class BatchRenorm1d(_BatchRenorm):
+class BatchRenorm1d(_BatchRenorm, nn.BatchNorm1d):
     __doc__ = _DOC_TEMPLATE.format(
         rank="2D or 3D",
         name="BatchRenorm1d",
@@ -135,7 +145,7 @@ class BatchRenorm1d(_BatchRenorm):
     _ranks = (2, 3)
 
 
-class BatchRenorm2d(_BatchRenorm):
+class BatchRenorm2d(_BatchRenorm, nn.BatchNorm2d):
     __doc__ = _DOC_TEMPLATE.format(
         rank="4D", name="BatchRenorm2d", bn="BatchNorm2d", shapes="``(N, C, H, W)``",
         example="8, 3, 4, 4",
@@ -143,7 +153,7 @@ class BatchRenorm2d(_BatchRenorm):
     _ranks = (4,)
 
 
-class BatchRenorm3d(_BatchRenorm):
+class BatchRenorm3d(_BatchRenorm, nn.BatchNorm3d):
     __doc__ = _DOC_TEMPLATE.format(
         rank="5D", name="BatchRenorm3d", bn="BatchNorm3d", shapes="``(N, C, D, H, W)``",
         example="4, 3, 2, 4, 4",

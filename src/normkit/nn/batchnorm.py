@@ -1,11 +1,13 @@
-"""BatchNorm1d/2d/3d: drop-in replacements for torch.nn's, computed by normkit."""
+"""BatchNorm1d/2d/3d: torch.nn's classes (subclassed: ``isinstance``, checkpoints, repr and
+every utility work as on torch's), computed by normkit."""
 
 from __future__ import annotations
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
-from normkit.functional.batch_norm import batch_norm
-from normkit.nn._base import _NormBase
+from normkit.functional.batch_norm import normalize_per_channel
+from normkit.nn._base import PerChannelLayer, check_per_channel_args
 
 _DOC_TEMPLATE = r"""Batch normalization over a {rank} input (`Ioffe & Szegedy 2015
     <https://arxiv.org/abs/1502.03167>`__), a drop-in for :class:`torch.nn.{name}`.
@@ -38,6 +40,8 @@ _DOC_TEMPLATE = r"""Batch normalization over a {rank} input (`Ioffe & Szegedy 20
 
     Parameters: 2C trainable (gamma, beta) and 2C non-trainable values (running mean and
     variance) plus the ``num_batches_tracked`` counter, the same state_dict keys as torch.
+    A subclass of :class:`torch.nn.{name}`: ``isinstance`` checks and torch's utilities
+    accept it; ``forward`` is normkit's.
 
     Examples::
 
@@ -50,27 +54,46 @@ _DOC_TEMPLATE = r"""Batch normalization over a {rank} input (`Ioffe & Szegedy 20
 """
 
 
-class _BatchNorm(_NormBase):
-    """BatchNorm1d/2d/3d differ only in the input ranks they accept."""
+def batch_norm_forward(layer: PerChannelLayer, input: Tensor) -> Tensor:
+    """The forward of every normkit BatchNorm layer: input check, torch's statistics policy,
+    then the functional core (FX records this call as one node; see :mod:`normkit.nn._base`)."""
+    name = layer._check_input(input)
+    running_mean, running_var, training, num_batches_tracked = layer._batch_norm_state()
+    return normalize_per_channel(
+        input, running_mean, running_var, layer.weight, layer.bias, training, layer.momentum,
+        layer.eps, num_batches_tracked, None, name,
+    )  # fmt: skip
 
-    def forward(self, input: Tensor) -> Tensor:
-        name = self._check_input(input)
-        state = self._batch_norm_state()
-        return batch_norm(
-            input,
-            state["running_mean"],
-            state["running_var"],
-            self.weight,
-            self.bias,
-            state["training"],
-            self.momentum,
-            self.eps,
-            num_batches_tracked=state["num_batches_tracked"],
-            name=name,
+
+torch.fx.wrap("batch_norm_forward")
+
+
+class _BatchNorm(PerChannelLayer):
+    """Constructor checks and forward shared by BatchNorm1d/2d/3d (mixed into torch's
+    classes; only the accepted input ranks differ)."""
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        bias: bool = True,
+    ) -> None:
+        check_per_channel_args(type(self).__name__, num_features, eps, momentum)
+        super().__init__(
+            num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias
         )
 
+    def forward(self, input: Tensor) -> Tensor:
+        return batch_norm_forward(self, input)
 
-class BatchNorm1d(_BatchNorm):
+
+class BatchNorm1d(_BatchNorm, nn.BatchNorm1d):
     __doc__ = _DOC_TEMPLATE.format(
         rank="2D or 3D",
         name="BatchNorm1d",
@@ -81,7 +104,7 @@ class BatchNorm1d(_BatchNorm):
     _ranks = (2, 3)
 
 
-class BatchNorm2d(_BatchNorm):
+class BatchNorm2d(_BatchNorm, nn.BatchNorm2d):
     __doc__ = _DOC_TEMPLATE.format(
         rank="4D",
         name="BatchNorm2d",
@@ -92,7 +115,7 @@ class BatchNorm2d(_BatchNorm):
     _ranks = (4,)
 
 
-class BatchNorm3d(_BatchNorm):
+class BatchNorm3d(_BatchNorm, nn.BatchNorm3d):
     __doc__ = _DOC_TEMPLATE.format(
         rank="5D",
         name="BatchNorm3d",

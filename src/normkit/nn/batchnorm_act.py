@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from normkit.functional import _validate as v
-from normkit.functional.batch_norm_act import batch_norm_act
-from normkit.nn._base import _NormBase
+from normkit.functional.batch_norm import normalize_per_channel
+from normkit.nn._base import PerChannelLayer, check_per_channel_args
 
 _DOC_TEMPLATE = r"""Batch normalization followed by an activation, fused, over a {rank} input.
 
@@ -20,7 +20,7 @@ _DOC_TEMPLATE = r"""Batch normalization followed by an activation, fused, over a
     Statistics, ``momentum`` and running-statistics semantics are :class:`normkit.nn.{bn}`'s.
 
     ``act``: ``"relu"``, ``"leaky_relu"`` (slope ``negative_slope``), ``"silu"``, ``"gelu"``
-    (exact erf form, ``torch.nn.GELU()``) or ``"identity"``.
+    (exact erf form, ``torch.nn.GELU()``), ``"relu6"``, ``"hardswish"`` or ``"identity"``.
 
     State dict: exactly BatchNorm's keys (``weight``, ``bias``, ``running_mean``,
     ``running_var``, ``num_batches_tracked``), the layout of timm's ``BatchNormAct2d``
@@ -47,7 +47,22 @@ _DOC_TEMPLATE = r"""Batch normalization followed by an activation, fused, over a
 """
 
 
-class _BatchNormAct(_NormBase):
+def batch_norm_act_forward(layer: _BatchNormAct, input: Tensor) -> Tensor:
+    """The forward of the BatchNormAct layers (one FX node; see :mod:`normkit.nn._base`)."""
+    name = layer._check_input(input)
+    running_mean, running_var, training, num_batches_tracked = layer._batch_norm_state()
+    return normalize_per_channel(
+        input, running_mean, running_var, layer.weight, layer.bias, training, layer.momentum,
+        layer.eps, num_batches_tracked, None, name, layer.act, layer.negative_slope,
+    )  # fmt: skip
+
+
+torch.fx.wrap("batch_norm_act_forward")
+
+
+class _BatchNormAct(PerChannelLayer):
+    """Mixed into torch's BatchNorm classes, as timm's BatchNormAct2d is."""
+
     act: str
     negative_slope: float
 
@@ -64,35 +79,22 @@ class _BatchNormAct(_NormBase):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        v.check_activation(act, negative_slope, type(self).__name__)
+        name = type(self).__name__
+        check_per_channel_args(name, num_features, eps, momentum)
+        v.check_activation(act, negative_slope, name)
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
         self.act = act
         self.negative_slope = float(negative_slope)
 
     def forward(self, input: Tensor) -> Tensor:
-        name = self._check_input(input)
-        state = self._batch_norm_state()
-        return batch_norm_act(
-            input,
-            state["running_mean"],
-            state["running_var"],
-            self.weight,
-            self.bias,
-            state["training"],
-            self.momentum,
-            self.eps,
-            self.act,
-            self.negative_slope,
-            num_batches_tracked=state["num_batches_tracked"],
-            name=name,
-        )
+        return batch_norm_act_forward(self, input)
 
     def extra_repr(self) -> str:
         slope = f", negative_slope={self.negative_slope}" if self.act == "leaky_relu" else ""
         return f"{super().extra_repr()}, act={self.act!r}{slope}"
 
 
-class BatchNormAct1d(_BatchNormAct):
+class BatchNormAct1d(_BatchNormAct, nn.BatchNorm1d):
     __doc__ = _DOC_TEMPLATE.format(
         rank="2D or 3D", name="BatchNormAct1d", bn="BatchNorm1d",
         shapes="``(N, C)`` or ``(N, C, L)``", example="16, 3",
@@ -100,7 +102,7 @@ class BatchNormAct1d(_BatchNormAct):
     _ranks = (2, 3)
 
 
-class BatchNormAct2d(_BatchNormAct):
+class BatchNormAct2d(_BatchNormAct, nn.BatchNorm2d):
     __doc__ = _DOC_TEMPLATE.format(
         rank="4D", name="BatchNormAct2d", bn="BatchNorm2d", shapes="``(N, C, H, W)``",
         example="8, 3, 4, 4",

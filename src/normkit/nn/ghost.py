@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from normkit.functional import _validate as v
 from normkit.functional.ghost_batch_norm import ghost_batch_norm
-from normkit.nn._base import _NormBase
+from normkit.nn._base import PerChannelLayer, check_per_channel_args
 
 _DOC_TEMPLATE = r"""Ghost batch normalization over a {rank} input (`Hoffer et al. 2017
     <https://arxiv.org/abs/1705.08741>`__; Keras's ``virtual_batch_size``): in training,
@@ -53,7 +53,30 @@ _DOC_TEMPLATE = r"""Ghost batch normalization over a {rank} input (`Hoffer et al
 """
 
 
-class _GhostBatchNorm(_NormBase):
+def ghost_batch_norm_forward(layer: _GhostBatchNorm, input: Tensor) -> Tensor:
+    """The forward of the GhostBatchNorm layers (one FX node; see :mod:`normkit.nn._base`)."""
+    name = layer._check_input(input)
+    return ghost_batch_norm(
+        input,
+        layer.running_mean,
+        layer.running_var,
+        layer.weight,
+        layer.bias,
+        layer.training,
+        layer.momentum,
+        layer.eps,
+        layer.virtual_batch_size,
+        num_batches_tracked=layer.num_batches_tracked if layer.training else None,
+        name=name,
+    )
+
+
+torch.fx.wrap("ghost_batch_norm_forward")
+
+
+class _GhostBatchNorm(PerChannelLayer):
+    """Mixed into torch's BatchNorm classes (same state dict and inference)."""
+
     virtual_batch_size: int
 
     def __init__(
@@ -66,25 +89,14 @@ class _GhostBatchNorm(_NormBase):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        v.check_virtual_batch_size(virtual_batch_size, type(self).__name__)
+        name = type(self).__name__
+        check_per_channel_args(name, num_features, eps, momentum)
+        v.check_virtual_batch_size(virtual_batch_size, name)
         super().__init__(num_features, eps, momentum, affine, True, device, dtype)
         self.virtual_batch_size = virtual_batch_size
 
     def forward(self, input: Tensor) -> Tensor:
-        name = self._check_input(input)
-        return ghost_batch_norm(
-            input,
-            self.running_mean,
-            self.running_var,
-            self.weight,
-            self.bias,
-            self.training,
-            self.momentum,
-            self.eps,
-            self.virtual_batch_size,
-            num_batches_tracked=self.num_batches_tracked if self.training else None,
-            name=name,
-        )
+        return ghost_batch_norm_forward(self, input)
 
     def extra_repr(self) -> str:
         return (
@@ -93,7 +105,7 @@ class _GhostBatchNorm(_NormBase):
         )
 
 
-class GhostBatchNorm1d(_GhostBatchNorm):
+class GhostBatchNorm1d(_GhostBatchNorm, nn.BatchNorm1d):
     __doc__ = _DOC_TEMPLATE.format(
         rank="2D or 3D", name="GhostBatchNorm1d", shapes="``(N, C)`` or ``(N, C, L)``",
         example="8, 3",
@@ -101,7 +113,7 @@ class GhostBatchNorm1d(_GhostBatchNorm):
     _ranks = (2, 3)
 
 
-class GhostBatchNorm2d(_GhostBatchNorm):
+class GhostBatchNorm2d(_GhostBatchNorm, nn.BatchNorm2d):
     __doc__ = _DOC_TEMPLATE.format(
         rank="4D", name="GhostBatchNorm2d", shapes="``(N, C, H, W)``", example="8, 3, 2, 2"
     )

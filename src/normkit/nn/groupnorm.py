@@ -1,4 +1,4 @@
-"""GroupNorm: a drop-in replacement for torch.nn's, computed by normkit."""
+"""GroupNorm: torch.nn's class (subclassed), computed by normkit."""
 
 from __future__ import annotations
 
@@ -6,11 +6,24 @@ import torch
 from torch import Tensor, nn
 
 from normkit.functional import _validate as v
-from normkit.functional.group_norm import group_norm
-from normkit.nn._base import make_affine, reset_affine
+from normkit.functional.group_norm import normalize_groups
 
 
-class GroupNorm(nn.Module):
+def group_norm_forward(layer: GroupNorm, input: Tensor) -> Tensor:
+    """The forward of normkit's GroupNorm (one FX node; see :mod:`normkit.nn._base`)."""
+    name = layer._layer_name()
+    v.check_floating(input, name)
+    v.check_min_rank(input, 2, name, "(N, C, *)")
+    v.check_channels(input, layer.num_channels, name)
+    return normalize_groups(
+        input, layer.num_groups, layer.weight, layer.bias, layer.eps, None, name
+    )
+
+
+torch.fx.wrap("group_norm_forward")
+
+
+class GroupNorm(nn.GroupNorm):
     r"""Group normalization (`Wu & He 2018 <https://arxiv.org/abs/1803.08494>`__), a drop-in
     for :class:`torch.nn.GroupNorm`.
 
@@ -42,12 +55,6 @@ class GroupNorm(nn.Module):
         torch.Size([4, 6, 5, 5])
     """
 
-    __constants__ = ["num_groups", "num_channels", "eps", "affine"]
-    num_groups: int
-    num_channels: int
-    eps: float
-    affine: bool
-
     def __init__(
         self,
         num_groups: int,
@@ -59,30 +66,14 @@ class GroupNorm(nn.Module):
         *,
         bias: bool = True,
     ) -> None:
-        super().__init__()
         name = type(self).__name__
         v.check_num_features(num_channels, name, what="num_channels")
         v.check_groups(num_channels, num_groups, name)
         v.check_eps(eps, False, name)
-        self.num_groups = num_groups
-        self.num_channels = num_channels
-        self.eps = eps
-        self.affine = affine
-        factory_kwargs = {"device": device, "dtype": dtype}
-        make_affine(self, (num_channels,), affine, bias, factory_kwargs)
-        self.reset_parameters()
+        super().__init__(num_groups, num_channels, eps, affine, device, dtype, bias=bias)
 
-    def reset_parameters(self) -> None:
-        reset_affine(self)
+    def _layer_name(self) -> str:
+        return f"{type(self).__name__}({self.num_groups}, {self.num_channels})"
 
     def forward(self, input: Tensor) -> Tensor:
-        name = f"{type(self).__name__}({self.num_groups}, {self.num_channels})"
-        if input.dim() >= 2:
-            v.check_channels(input, self.num_channels, name)
-        return group_norm(input, self.num_groups, self.weight, self.bias, self.eps, name=name)
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.num_groups}, {self.num_channels}, eps={self.eps}, "
-            f"affine={self.affine}, bias={self.bias is not None}"
-        )
+        return group_norm_forward(self, input)

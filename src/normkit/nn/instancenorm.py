@@ -5,11 +5,11 @@ from __future__ import annotations
 import warnings
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from normkit.functional import _validate as v
-from normkit.functional.batch_norm import instance_norm
-from normkit.nn._base import _NormBase
+from normkit.functional.batch_norm import normalize_instances
+from normkit.nn._base import PerChannelLayer, check_per_channel_args
 
 _DOC_TEMPLATE = r"""Instance normalization over a {rank} input (`Ulyanov et al. 2016
     <https://arxiv.org/abs/1607.08022>`__), a drop-in for :class:`torch.nn.{name}`.
@@ -45,7 +45,44 @@ _DOC_TEMPLATE = r"""Instance normalization over a {rank} input (`Ulyanov et al. 
 """
 
 
-class _InstanceNorm(_NormBase):
+def instance_norm_forward(layer: _InstanceNorm, input: Tensor) -> Tensor:
+    """The forward of the InstanceNorm layers (one FX node; see :mod:`normkit.nn._base`)."""
+    name = layer._layer_name()
+    v.check_floating(input, name)
+    layer._check_input_dim(input)
+    feature_dim = input.dim() - layer._no_batch_dim
+    if input.shape[feature_dim] != layer.num_features:
+        if layer.affine:
+            v.check_channels(input, layer.num_features, name, dim=feature_dim)
+        warnings.warn(
+            f"{name}: input's size at dim={feature_dim} ({input.shape[feature_dim]}) does "
+            f"not match num_features ({layer.num_features}); num_features is not used "
+            "because affine=False",
+            stacklevel=3,
+        )
+    unbatched = input.dim() == layer._no_batch_dim
+    x = input.unsqueeze(0) if unbatched else input
+    y = normalize_instances(
+        x,
+        layer.running_mean,
+        layer.running_var,
+        layer.weight,
+        layer.bias,
+        layer.training or not layer.track_running_stats,
+        layer.momentum if layer.momentum is not None else 0.0,
+        layer.eps,
+        None,
+        name,
+    )
+    return y.squeeze(0) if unbatched else y
+
+
+torch.fx.wrap("instance_norm_forward")
+
+
+class _InstanceNorm(PerChannelLayer):
+    """Constructor (torch's InstanceNorm defaults) and forward, mixed into torch's classes."""
+
     _no_batch_dim: int = 0
 
     def __init__(
@@ -60,93 +97,34 @@ class _InstanceNorm(_NormBase):
         *,
         bias: bool = True,
     ) -> None:
+        check_per_channel_args(type(self).__name__, num_features, eps, momentum)
         super().__init__(
-            num_features,
-            eps,
-            momentum,
-            affine,
-            track_running_stats,
-            device=device,
-            dtype=dtype,
-            bias=bias,
+            num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias
         )
 
     def _check_input_dim(self, input: Tensor) -> None:
         ranks = (self._no_batch_dim, self._no_batch_dim + 1)
         v.check_rank(input, ranks, self._layer_name())
 
-    def _load_from_state_dict(
-        self,
-        state_dict,
-        prefix,
-        local_metadata,
-        strict,
-        missing_keys,
-        unexpected_keys,
-        error_msgs,
-    ) -> None:
-        version = local_metadata.get("version", None)
-        # Checkpoints from before torch 0.4 stored running stats that are no longer tracked.
-        if version is None and not self.track_running_stats:
-            stale = [
-                prefix + k for k in ("running_mean", "running_var") if prefix + k in state_dict
-            ]
-            if stale:
-                error_msgs.append(
-                    f"Unexpected running stats buffer(s) {' and '.join(stale)} for "
-                    f"{type(self).__name__} with track_running_stats=False: remove them from "
-                    "the state_dict, or build the layer with track_running_stats=True to use them."
-                )
-                for key in stale:
-                    state_dict.pop(key)
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
-
     def forward(self, input: Tensor) -> Tensor:
-        self._check_input_dim(input)
-        name = self._layer_name()
-        feature_dim = input.dim() - self._no_batch_dim
-        if input.shape[feature_dim] != self.num_features:
-            if self.affine:
-                v.check_channels(input, self.num_features, name, dim=feature_dim)
-            warnings.warn(
-                f"{name}: input's size at dim={feature_dim} ({input.shape[feature_dim]}) does "
-                f"not match num_features ({self.num_features}); num_features is not used "
-                "because affine=False",
-                stacklevel=2,
-            )
-        unbatched = input.dim() == self._no_batch_dim
-        x = input.unsqueeze(0) if unbatched else input
-        y = instance_norm(
-            x,
-            self.running_mean,
-            self.running_var,
-            self.weight,
-            self.bias,
-            self.training or not self.track_running_stats,
-            self.momentum if self.momentum is not None else 0.0,
-            self.eps,
-            name=name,
-        )
-        return y.squeeze(0) if unbatched else y
+        return instance_norm_forward(self, input)
 
 
-class InstanceNorm1d(_InstanceNorm):
+class InstanceNorm1d(_InstanceNorm, nn.InstanceNorm1d):
     __doc__ = _DOC_TEMPLATE.format(
         rank="2D or 3D", name="InstanceNorm1d", shapes="``(N, C, L)``", example="4, 3, 10"
     )
     _no_batch_dim = 2
 
 
-class InstanceNorm2d(_InstanceNorm):
+class InstanceNorm2d(_InstanceNorm, nn.InstanceNorm2d):
     __doc__ = _DOC_TEMPLATE.format(
         rank="3D or 4D", name="InstanceNorm2d", shapes="``(N, C, H, W)``", example="4, 3, 5, 5"
     )
     _no_batch_dim = 3
 
 
-class InstanceNorm3d(_InstanceNorm):
+class InstanceNorm3d(_InstanceNorm, nn.InstanceNorm3d):
     __doc__ = _DOC_TEMPLATE.format(
         rank="4D or 5D",
         name="InstanceNorm3d",

@@ -1,4 +1,4 @@
-"""LayerNorm and RMSNorm: drop-in replacements for torch.nn's, computed by normkit."""
+"""LayerNorm and RMSNorm: torch.nn's classes (subclassed), computed by normkit."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from normkit.functional import _validate as v
-from normkit.functional.layer_norm import layer_norm, rms_norm
-from normkit.nn._base import make_affine, reset_affine
+from normkit.functional.layer_norm import normalize_rows
 
 
 def _shape_tuple(normalized_shape: int | Sequence[int], name: str) -> tuple[int, ...]:
@@ -24,41 +23,36 @@ def _shape_tuple(normalized_shape: int | Sequence[int], name: str) -> tuple[int,
     return shape
 
 
-class _RowNorm(nn.Module):
-    """State shared by LayerNorm and RMSNorm: ``normalized_shape``, ``eps`` and the
-    elementwise affine parameters of ``normalized_shape``."""
+def layer_norm_forward(layer: nn.Module, input: Tensor) -> Tensor:
+    """The forward of normkit's LayerNorm (one FX node; see :mod:`normkit.nn._base`)."""
+    return normalize_rows(
+        input, layer.normalized_shape, layer.weight, layer.bias, layer.eps, True, None,
+        layer._layer_name(),
+    )  # fmt: skip
 
-    __constants__ = ["normalized_shape", "eps", "elementwise_affine"]
+
+def rms_norm_forward(layer: nn.Module, input: Tensor) -> Tensor:
+    """The forward of normkit's RMSNorm (one FX node); ``eps=None`` is the dtype's epsilon."""
+    name = layer._layer_name()
+    v.check_floating(input, name)
+    eps = layer.eps if layer.eps is not None else torch.finfo(input.dtype).eps
+    return normalize_rows(input, layer.normalized_shape, layer.weight, None, eps, False, None, name)
+
+
+torch.fx.wrap("layer_norm_forward")
+torch.fx.wrap("rms_norm_forward")
+
+
+class _RowNorm:
+    """Constructor checks and the layer name, mixed into torch's LayerNorm and RMSNorm."""
+
     normalized_shape: tuple[int, ...]
-    eps: float | None
-    elementwise_affine: bool
-
-    def __init__(
-        self,
-        normalized_shape: int | Sequence[int],
-        eps: float | None,
-        elementwise_affine: bool,
-        bias: bool,
-        factory_kwargs: dict,
-    ) -> None:
-        super().__init__()
-        name = type(self).__name__
-        self.normalized_shape = _shape_tuple(normalized_shape, name)
-        if eps is not None:
-            v.check_eps(eps, False, name)
-        self.eps = eps
-        self.elementwise_affine = elementwise_affine
-        make_affine(self, self.normalized_shape, elementwise_affine, bias, factory_kwargs)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        reset_affine(self)
 
     def _layer_name(self) -> str:
         return f"{type(self).__name__}({self.normalized_shape})"
 
 
-class LayerNorm(_RowNorm):
+class LayerNorm(_RowNorm, nn.LayerNorm):
     r"""Layer normalization (`Ba et al. 2016 <https://arxiv.org/abs/1607.06450>`__), a drop-in
     for :class:`torch.nn.LayerNorm`.
 
@@ -99,27 +93,16 @@ class LayerNorm(_RowNorm):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        factory_kwargs = {"device": device, "dtype": dtype}
-        super().__init__(normalized_shape, eps, elementwise_affine, bias, factory_kwargs)
+        name = type(self).__name__
+        shape = _shape_tuple(normalized_shape, name)
+        v.check_eps(eps, False, name)
+        super().__init__(shape, eps, elementwise_affine, bias, device, dtype)
 
     def forward(self, input: Tensor) -> Tensor:
-        return layer_norm(
-            input,
-            self.normalized_shape,
-            self.weight,
-            self.bias,
-            self.eps,
-            name=self._layer_name(),
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.normalized_shape}, eps={self.eps}, "
-            f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}"
-        )
+        return layer_norm_forward(self, input)
 
 
-class RMSNorm(_RowNorm):
+class RMSNorm(_RowNorm, nn.RMSNorm):
     r"""Root-mean-square normalization (`Zhang & Sennrich 2019
     <https://arxiv.org/abs/1910.07467>`__), a drop-in for :class:`torch.nn.RMSNorm`.
 
@@ -153,19 +136,11 @@ class RMSNorm(_RowNorm):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        factory_kwargs = {"device": device, "dtype": dtype}
-        super().__init__(normalized_shape, eps, elementwise_affine, False, factory_kwargs)
+        name = type(self).__name__
+        shape = _shape_tuple(normalized_shape, name)
+        if eps is not None:
+            v.check_eps(eps, False, name)
+        super().__init__(shape, eps, elementwise_affine, device, dtype)
 
     def forward(self, input: Tensor) -> Tensor:
-        return rms_norm(
-            input,
-            self.normalized_shape,
-            self.weight,
-            self.eps,
-            name=self._layer_name(),
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
-        )
+        return rms_norm_forward(self, input)

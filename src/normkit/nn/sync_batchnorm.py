@@ -8,10 +8,37 @@ from torch import Tensor, nn
 
 from normkit.functional import _validate as v
 from normkit.functional.sync_batch_norm import sync_batch_norm
-from normkit.nn.batchnorm import _BatchNorm
+from normkit.nn._base import PerChannelLayer, check_per_channel_args
+from normkit.nn.batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, batch_norm_forward
 
 
-class SyncBatchNorm(_BatchNorm):
+def sync_batch_norm_forward(layer: SyncBatchNorm, input: Tensor) -> Tensor:
+    """The forward of SyncBatchNorm (one FX node; see :mod:`normkit.nn._base`)."""
+    if not layer.training:
+        # Like torch: never synchronize in eval mode, even with batch statistics
+        # (track_running_stats=False).
+        return batch_norm_forward(layer, input)
+    name = layer._check_input(input)
+    track = layer.track_running_stats
+    return sync_batch_norm(
+        input,
+        layer.running_mean if track else None,
+        layer.running_var if track else None,
+        layer.weight,
+        layer.bias,
+        True,
+        layer.momentum,
+        layer.eps,
+        layer.process_group,
+        num_batches_tracked=layer.num_batches_tracked if track else None,
+        name=name,
+    )
+
+
+torch.fx.wrap("sync_batch_norm_forward")
+
+
+class SyncBatchNorm(PerChannelLayer, nn.modules.batchnorm._BatchNorm):
     r"""Batch normalization synchronized over the processes of a torch.distributed group,
     a drop-in for :class:`torch.nn.SyncBatchNorm` that also runs on CPU (gloo).
 
@@ -43,8 +70,13 @@ class SyncBatchNorm(_BatchNorm):
     Shape:
         Input and output: ``(N, C, *)``.
 
-    State dict keys and ``repr`` are torch's. Use :meth:`convert_sync_batchnorm` to switch a
-    model's BatchNorm layers.
+    A subclass of torch's ``_BatchNorm`` with torch's state dict keys, ``repr`` and
+    attributes, but deliberately **not** of :class:`torch.nn.SyncBatchNorm`: torch's
+    DistributedDataParallel refuses any ``torch.nn.SyncBatchNorm`` instance in a CPU model
+    ("SyncBatchNorm layers only work with GPU modules"), which would defeat the point of
+    this layer. Use :meth:`convert_sync_batchnorm` to switch a model's BatchNorm layers:
+    torch's own ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` replaces every BatchNorm
+    subclass, normkit's included, by torch's layer, which rejects CPU inputs.
     """
 
     process_group: dist.ProcessGroup | None
@@ -62,7 +94,9 @@ class SyncBatchNorm(_BatchNorm):
         *,
         bias: bool = True,
     ) -> None:
-        v.check_process_group(process_group, type(self).__name__)
+        name = type(self).__name__
+        check_per_channel_args(name, num_features, eps, momentum)
+        v.check_process_group(process_group, name)
         super().__init__(
             num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias
         )
@@ -71,25 +105,15 @@ class SyncBatchNorm(_BatchNorm):
     def _check_input_dim(self, input: Tensor) -> None:
         v.check_min_rank(input, 2, self._layer_name(), "(N, C, *)")
 
+    def _check_input(self, input: Tensor) -> str:
+        name = self._layer_name()
+        v.check_floating(input, name)
+        self._check_input_dim(input)
+        v.check_channels(input, self.num_features, name)
+        return name
+
     def forward(self, input: Tensor) -> Tensor:
-        name = self._check_input(input)
-        if not self.training:
-            # Like torch: never synchronize in eval mode, even with batch statistics
-            # (track_running_stats=False).
-            return super().forward(input)
-        return sync_batch_norm(
-            input,
-            self.running_mean if self.track_running_stats else None,
-            self.running_var if self.track_running_stats else None,
-            self.weight,
-            self.bias,
-            True,
-            self.momentum,
-            self.eps,
-            self.process_group,
-            num_batches_tracked=self.num_batches_tracked if self.track_running_stats else None,
-            name=name,
-        )
+        return sync_batch_norm_forward(self, input)
 
     @classmethod
     def convert_sync_batchnorm(
@@ -130,5 +154,12 @@ class SyncBatchNorm(_BatchNorm):
         return output
 
 
+_PLAIN_BATCH_NORMS = (
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
+    BatchNorm1d, BatchNorm2d, BatchNorm3d, SyncBatchNorm,
+)  # fmt: skip
+
+
 def _is_plain_batch_norm(module: nn.Module) -> bool:
-    return isinstance(module, (nn.modules.batchnorm._BatchNorm, _BatchNorm))
+    """torch's or normkit's BatchNorm1d/2d/3d or SyncBatchNorm, not a variant of them."""
+    return type(module) in _PLAIN_BATCH_NORMS

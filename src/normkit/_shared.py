@@ -1,0 +1,33 @@
+"""Small pieces every layer of the stack shares. Importing this module has no side effects
+(it registers nothing, starts nothing and reads no environment)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+#: Activations the BatchNorm+activation path fuses, by name (the numba kernels give each a
+#: code; the torch backend applies the torch function of the same name).
+ACTIVATIONS = ("identity", "relu", "leaky_relu", "silu", "gelu", "relu6", "hardswish")
+
+
+def per_channel_format(x: Tensor) -> torch.memory_format:
+    """The memory format of torch's batch-norm and group-norm outputs for ``x``:
+    channels_last(_3d) for such an input, contiguous for everything else."""
+    if x.is_contiguous():
+        return torch.contiguous_format
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
+        return torch.channels_last_3d
+    return torch.contiguous_format
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype statistics are computed and returned in: float64 for float64 inputs,
+    float32 for every other floating dtype (float32, float16, bfloat16)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+class NonFiniteStatisticsWarning(RuntimeWarning):
+    """A training batch produced NaN/Inf statistics; the running statistics were kept."""

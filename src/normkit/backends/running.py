@@ -1,0 +1,209 @@
+"""The running-statistics rule as two registered ops, shared by every layer and backend.
+
+torch's convention (the opposite of Keras/Flax, whose ``momentum`` is the decay)::
+
+    running_mean = (1 - f) * running_mean + f * batch_mean
+    running_var  = (1 - f) * running_var  + f * batch_var * n / (n - 1)    # unbiased
+    f = momentum,  or 1 / (num_batches_tracked + 1) when momentum is None (cumulative average)
+
+Normalization itself uses the biased variance; only the stored estimate is unbiased.
+
+Departure from torch, on purpose: a batch whose statistics are not finite (NaN/Inf in the
+input) leaves ``running_mean``, ``running_var`` and ``num_batches_tracked`` untouched and
+raises :class:`NonFiniteStatisticsWarning` naming the layer; torch silently stores NaN.
+On CUDA the guard is branch-free (``torch.where``, no host synchronization) and no warning
+is raised.
+
+* ``normkit::running_stats_update`` applies the rule to given batch statistics (the numba
+  kernels and the BatchNorm variants compute them);
+* ``normkit::commit_running_stats`` copies running statistics that torch's own kernel
+  updated on copies of the buffers into them, unless that would turn finite running
+  statistics non-finite.
+
+Both are opaque ops with fake implementations: eager and ``torch.compile`` run the same
+code, warning included.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+from torch import Tensor
+
+from normkit._shared import NonFiniteStatisticsWarning
+from normkit.backends._ops import define
+
+
+def _warn(name: str) -> None:
+    warnings.warn(
+        f"{name}: the batch statistics are not finite (NaN or Inf in the input); "
+        "running_mean, running_var and num_batches_tracked were left unchanged",
+        NonFiniteStatisticsWarning,
+        stacklevel=4,
+    )
+
+
+def _finite(*tensors: Tensor | None) -> bool:
+    """No NaN/Inf in any tensor (one host sync). A float64 sum is non-finite exactly when an
+    element is, for any statistics below 1e308 / numel."""
+    total = sum(t.sum(dtype=torch.float64) for t in tensors if t is not None)
+    return math.isfinite(float(total))
+
+
+_KERNEL: list = []
+
+
+def _numba_update():
+    """The serial numba kernel for the rule, or None where numba does not load."""
+    if not _KERNEL:
+        try:
+            from normkit.kernels import KERNELS
+        except ImportError:  # pragma: no cover - numba missing
+            _KERNEL.append(None)
+        else:
+            _KERNEL.append(KERNELS["running_update"])
+    return _KERNEL[0]
+
+
+def _kernel_ready(t: Tensor | None, dtype: torch.dtype) -> bool:
+    return t is None or (t.dtype == dtype and t.is_cpu and t.dim() == 1 and t.is_contiguous())
+
+
+def _lerp_if_finite(running_mean, running_var, batch_mean, batch_var, factor, bessel) -> bool:
+    dtype = batch_mean.dtype
+    kernel = _numba_update()
+    if (
+        kernel is not None
+        and dtype in (torch.float32, torch.float64)
+        and batch_var.dtype == dtype
+        and batch_mean.is_cpu
+        and _kernel_ready(running_mean, dtype)
+        and _kernel_ready(running_var, dtype)
+        and batch_mean.is_contiguous()
+        and batch_var.is_contiguous()
+    ):
+        empty = batch_mean.new_empty(0).numpy()
+        updated = kernel.get("vec", batch_mean.numpy().dtype)(
+            empty if running_mean is None else running_mean.numpy(),
+            empty if running_var is None else running_var.numpy(),
+            batch_mean.numpy(), batch_var.numpy(), float(factor), float(bessel),
+        )  # fmt: skip
+        if updated:  # written through NumPy: tell autograd, as an in-place torch op would
+            torch.autograd.graph.increment_version(
+                tuple(t for t in (running_mean, running_var) if t is not None)
+            )
+        return bool(updated)
+    if not _finite(batch_mean, batch_var):
+        return False
+    if running_mean is not None:
+        running_mean.lerp_(batch_mean.to(running_mean.dtype), factor)
+    if running_var is not None:
+        running_var.lerp_(batch_var.to(running_var.dtype) * bessel, factor)
+    return True
+
+
+def _update_branch_free(running_mean, running_var, nbt, batch_mean, batch_var, momentum, bessel):
+    finite = torch.isfinite(batch_mean).all() & torch.isfinite(batch_var).all()
+    buffer = running_mean if running_mean is not None else running_var
+    if momentum is not None:
+        factor = torch.where(finite, torch.tensor(momentum, dtype=buffer.dtype), 0.0)
+    else:
+        factor = torch.where(finite, 1.0 / (nbt + 1).to(buffer.dtype), 0.0)
+    for buf, stat, scale in ((running_mean, batch_mean, 1.0), (running_var, batch_var, bessel)):
+        if buf is not None:
+            target = torch.where(finite, stat.to(buf.dtype) * scale, buf)
+            buf.copy_(buf + factor.to(buf.device) * (target - buf))
+    if nbt is not None:
+        nbt.add_(finite.to(nbt.dtype))
+
+
+@torch.no_grad()
+def _update_impl(
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    num_batches_tracked: Tensor | None,
+    batch_mean: Tensor,
+    batch_var: Tensor,
+    count: float,
+    momentum: float | None,
+    name: str,
+) -> None:
+    if count == 0:  # an empty batch: nothing to learn from; torch still counts it
+        if num_batches_tracked is not None:
+            num_batches_tracked.add_(1)
+        return
+    bessel = count / (count - 1) if count > 1 else 1.0
+    if not batch_mean.is_cpu:
+        _update_branch_free(
+            running_mean, running_var, num_batches_tracked, batch_mean, batch_var, momentum,
+            bessel,
+        )  # fmt: skip
+        return
+    if momentum is not None:
+        factor = momentum
+    else:  # the cumulative average over this batch too: 1 / (batches tracked after it)
+        factor = 1.0 / (float(num_batches_tracked) + 1.0)
+    if not _lerp_if_finite(running_mean, running_var, batch_mean, batch_var, factor, bessel):
+        _warn(name)
+        return
+    if num_batches_tracked is not None:
+        num_batches_tracked.add_(1)
+
+
+def _update_fake(
+    running_mean, running_var, num_batches_tracked, batch_mean, batch_var, count, momentum, name
+) -> None:
+    return None
+
+
+running_stats_update = define(
+    "running_stats_update(Tensor(a!)? running_mean, Tensor(b!)? running_var, "
+    "Tensor(c!)? num_batches_tracked, Tensor batch_mean, Tensor batch_var, float count, "
+    "float? momentum, str name) -> ()",
+    _update_impl,
+    _update_fake,
+    "CompositeExplicitAutograd",
+)
+
+
+@torch.no_grad()
+def _commit_impl(
+    running_mean: Tensor,
+    running_var: Tensor,
+    num_batches_tracked: Tensor | None,
+    new_mean: Tensor,
+    new_var: Tensor,
+    name: str,
+) -> None:
+    if not new_mean.is_cpu:
+        ok = (torch.isfinite(new_mean).all() & torch.isfinite(new_var).all()) | ~(
+            torch.isfinite(running_mean).all() & torch.isfinite(running_var).all()
+        )
+        running_mean.copy_(torch.where(ok, new_mean, running_mean))
+        running_var.copy_(torch.where(ok, new_var, running_var))
+        if num_batches_tracked is not None:
+            num_batches_tracked.add_(ok.to(num_batches_tracked.dtype))
+        return
+    # Refuse only an update that would turn finite running statistics non-finite.
+    if not _finite(new_mean, new_var) and _finite(running_mean, running_var):
+        _warn(name)
+        return
+    running_mean.copy_(new_mean)
+    running_var.copy_(new_var)
+    if num_batches_tracked is not None:
+        num_batches_tracked.add_(1)
+
+
+def _commit_fake(running_mean, running_var, num_batches_tracked, new_mean, new_var, name) -> None:
+    return None
+
+
+commit_running_stats = define(
+    "commit_running_stats(Tensor(a!) running_mean, Tensor(b!) running_var, "
+    "Tensor(c!)? num_batches_tracked, Tensor new_mean, Tensor new_var, str name) -> ()",
+    _commit_impl,
+    _commit_fake,
+    "CompositeExplicitAutograd",
+)

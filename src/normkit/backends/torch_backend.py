@@ -1,0 +1,160 @@
+"""The ``"torch"`` backend: torch's own kernels with normkit's semantics on top.
+
+It serves every device and dtype (CUDA, float16, bfloat16, empty batches) and, where the
+measured crossover says torch's kernel is faster, small CPU tensors too. Outputs, gradients
+and running statistics are torch's bit for bit, except for the guard: torch's kernel updates
+copies of the running statistics, which ``normkit::commit_running_stats`` copies into the
+buffers unless the batch made them non-finite.
+
+Every function here is the **contract** of the op of the same name, which the numba backend
+implements with the same signature and semantics. ``x`` always has the layer's own shape
+(``(N, C, *)`` for the per-channel ops, ``(*, *normalized_shape)`` for the row norms); the
+result is a fresh tensor of that shape, in the memory format torch would return.
+
+* ``batch_norm_train(x, weight, bias, running_mean, running_var, num_batches_tracked,
+  momentum, eps, act, negative_slope, name)``: batch statistics (biased variance), running
+  statistics updated when given (unbiased variance, factor ``momentum`` or the cumulative
+  ``1 / (num_batches_tracked + 1)``), ``num_batches_tracked`` incremented, then ``act``.
+* ``batch_norm_eval(x, weight, bias, running_mean, running_var, eps, act, negative_slope)``.
+* ``instance_norm_train(x, weight, bias, running_mean, running_var, momentum, eps, name)``:
+  per-``(n, c)`` statistics; the running statistics move towards the batch average of the
+  per-instance mean and unbiased variance.
+* ``group_norm(x, num_groups, weight, bias, eps)``.
+* ``layer_norm(x, normalized_shape, weight, bias, eps)``; ``rms_norm(x, normalized_shape,
+  weight, eps)``.
+
+All are differentiable through torch's autograd, to any order. The BatchNorm variants'
+primitives (``bn_stats``, ``bn_elemt``, ``bn_backward_reduce``, ``bn_backward_elemt``) are
+the composite ones of :mod:`normkit.backends.torch_ops`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from normkit.backends import register_backend, torch_ops
+from normkit.backends.running import commit_running_stats
+from normkit.backends.torch_ops import activation
+
+
+def _cudnn() -> bool:
+    return torch.backends.cudnn.enabled
+
+
+def _factor(momentum: float | None, num_batches_tracked: Tensor | None) -> float:
+    if momentum is not None:
+        return momentum
+    return 1.0 / (float(num_batches_tracked) + 1.0)
+
+
+def batch_norm_train(
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    num_batches_tracked: Tensor | None,
+    momentum: float | None,
+    eps: float,
+    act: str = "identity",
+    negative_slope: float = 0.01,
+    name: str = "batch_norm",
+) -> Tensor:
+    if running_mean is None and running_var is None:
+        y = torch.batch_norm(x, weight, bias, None, None, True, 0.0, eps, _cudnn())
+        return activation(y, act, negative_slope)
+    if x.numel() == 0:  # torch leaves the statistics and counts the batch
+        y = torch.batch_norm(x, weight, bias, running_mean, running_var, True, 0.0, eps, False)
+        if num_batches_tracked is not None:
+            num_batches_tracked.add_(1)
+        return activation(y, act, negative_slope)
+    channels = x.shape[1]
+    # torch's kernel updates both buffers or neither, in place, and saves them for its
+    # backward: it works on copies (a missing buffer is a scratch one), which
+    # commit_running_stats then copies into the buffers unless they became non-finite.
+    new_mean = running_mean.clone() if running_mean is not None else x.new_zeros(channels)
+    new_var = running_var.clone() if running_var is not None else x.new_ones(channels)
+    factor = _factor(momentum, num_batches_tracked)
+    y = torch.native_batch_norm(x, weight, bias, new_mean, new_var, True, factor, eps)[0]
+    commit_running_stats(
+        running_mean if running_mean is not None else new_mean,
+        running_var if running_var is not None else new_var,
+        num_batches_tracked, new_mean, new_var, name,
+    )  # fmt: skip
+    return activation(y, act, negative_slope)
+
+
+def batch_norm_eval(
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    running_mean: Tensor,
+    running_var: Tensor,
+    eps: float,
+    act: str = "identity",
+    negative_slope: float = 0.01,
+) -> Tensor:
+    y = torch.batch_norm(x, weight, bias, running_mean, running_var, False, 0.0, eps, _cudnn())
+    return activation(y, act, negative_slope)
+
+
+def instance_norm_train(
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    momentum: float,
+    eps: float,
+    name: str = "instance_norm",
+) -> Tensor:
+    if running_mean is None or running_var is None:
+        return torch.instance_norm(x, weight, bias, None, None, True, 0.0, eps, _cudnn())
+    new_mean, new_var = running_mean.clone(), running_var.clone()
+    y = torch.instance_norm(x, weight, bias, new_mean, new_var, True, momentum, eps, _cudnn())
+    commit_running_stats(running_mean, running_var, None, new_mean, new_var, name)
+    return y
+
+
+def group_norm(
+    x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float
+) -> Tensor:
+    return torch.group_norm(x, num_groups, weight, bias, eps, _cudnn())
+
+
+def layer_norm(
+    x: Tensor,
+    normalized_shape: tuple[int, ...],
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+) -> Tensor:
+    return torch.layer_norm(x, normalized_shape, weight, bias, eps, _cudnn())
+
+
+def rms_norm(
+    x: Tensor, normalized_shape: tuple[int, ...], weight: Tensor | None, eps: float
+) -> Tensor:
+    return torch.rms_norm(x, normalized_shape, weight, eps)
+
+
+OPS = {
+    "batch_norm_train": batch_norm_train,
+    "batch_norm_eval": batch_norm_eval,
+    "instance_norm_train": instance_norm_train,
+    "group_norm": group_norm,
+    "layer_norm": layer_norm,
+    "rms_norm": rms_norm,
+    "bn_stats": torch_ops.batch_norm_stats,
+    "bn_elemt": torch_ops.batch_norm_elemt,
+    "bn_backward_reduce": torch_ops.batch_norm_backward_reduce,
+    "bn_backward_elemt": torch_ops.batch_norm_backward_elemt,
+}
+
+
+def supports(dtype: torch.dtype, device_type: str) -> bool:
+    return True
+
+
+register_backend("torch", supports, OPS)
