@@ -1,18 +1,5 @@
-"""Fixtures of the model zoo."""
+"""Fixtures of the model zoo (defined in tests.zoo.fixtures)."""
 
-from __future__ import annotations
+from tests.zoo.fixtures import stand_in_packages
 
-import pytest
-
-from tests.zoo import ecosystem
-
-
-@pytest.fixture
-def stand_in_packages():
-    """timm / torchvision importable by their real names for the test (stand-ins for the
-    ones missing here), taken back afterwards. Yields the module names added."""
-    added = ecosystem.install()
-    try:
-        yield added
-    finally:
-        ecosystem.uninstall()
+__all__ = ["stand_in_packages"]

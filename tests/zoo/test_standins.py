@@ -638,3 +638,18 @@ def test_real_modules_table_covers_every_reported_path():
         for name in module.__all__:
             obj = getattr(module, name)
             assert obj.__module__ in ecosystem.REAL_MODULES, name
+
+
+def test_install_never_shadows_an_importable_package(tmp_path, monkeypatch):
+    (tmp_path / "timm").mkdir()
+    (tmp_path / "timm" / "__init__.py").write_text("REAL = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    try:
+        added = ecosystem.install()
+        assert added and all(name.split(".")[0] == "torchvision" for name in added)
+        assert "timm" not in sys.modules
+        assert importlib.import_module("timm").REAL
+    finally:
+        ecosystem.uninstall()
+        sys.modules.pop("timm", None)

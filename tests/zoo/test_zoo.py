@@ -383,3 +383,22 @@ def test_randomize_is_deterministic_and_reaches_layer_scales():
     assert a.features[1][0].layer_scale.abs().min() > 1e-3  # no longer 1e-6
     pool = randomize_norm_state(ZOO["poolformer_s12"].build("test"))
     assert pool.stages[0].blocks[0].layer_scale1.scale.abs().min() > 1e-3
+
+
+# --- model semantics that parameter counts and keys cannot see --------------------------
+
+
+def test_swin_shifted_window_attends_within_its_region_only():
+    """Token (0, 0) of an 8x8 map, window 4 shifted by 2: after the cyclic shift it sits in
+    the corner region of the last window, which holds the original tokens rows 0-1, cols 0-1;
+    the -100 mask must cut it off from the other 12 tokens of that window."""
+    model = randomize_norm_state(ZOO["swin_tiny_patch4_window7_224"].build("test")).double()
+    block = model.layers[0].blocks[1]
+    assert (block.window, block.shift) == (4, 2)
+    x = torch.randn(1, 8, 8, block.norm1.normalized_shape[0], dtype=torch.float64)
+    x.requires_grad_()
+    block(x)[0, 0, 0].sum().backward()
+    reach = x.grad[0].abs().amax(dim=-1) > 1e-20
+    expected = torch.zeros(8, 8, dtype=torch.bool)
+    expected[:2, :2] = True
+    assert torch.equal(reach, expected)

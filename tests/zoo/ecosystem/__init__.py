@@ -14,7 +14,10 @@ Versions read: huggingface/pytorch-image-models at aa4b5850 (v1.0.28-14, 1.0.29.
 torchvision 0.28.0 (git 8fb87713; the files used are unchanged in 0.29.1).
 
 ``install()`` registers the original module names in ``sys.modules`` (only for a package
-that is not importable); ``uninstall()`` takes back exactly what ``install()`` added.
+that is not importable); ``uninstall()`` takes back exactly what ``install()`` added; the
+pytest fixture ``tests.zoo.fixtures.stand_in_packages`` wraps the pair. Without ``install()``
+the classes work as they are (``copy.deepcopy`` too), but pickling a model that holds one
+(``torch.save(model)``) needs the module names registered, as it would need timm itself.
 """
 
 from tests.zoo.ecosystem.install import REAL_MODULES, install, installed, uninstall

@@ -29,7 +29,7 @@ def make_divisible(
 
 
 def get_padding(kernel_size: int, stride: int = 1, dilation: int = 1) -> int:
-    """timm's symmetric "same-ish" padding: ``((stride - 1) + dilation * (kernel_size - 1)) // 2``."""
+    """timm's symmetric padding: ``((stride - 1) + dilation * (kernel_size - 1)) // 2``."""
     return ((stride - 1) + dilation * (kernel_size - 1)) // 2
 
 
@@ -38,8 +38,8 @@ get_padding.__module__ = "timm.layers.padding"
 
 
 class StdConv2d(nn.Conv2d):
-    """timm.layers.std_conv.StdConv2d: Conv2d with weight standardization (Qiao et al. 2019),
-    used by BiT / ResNetV2:
+    """timm.layers.std_conv.StdConv2d (timm aa4b5850): Conv2d with weight standardization (Qiao et
+    al. 2019), used by BiT / ResNetV2:
 
         w_hat[o] = (w[o] - mean(w[o])) / sqrt(var(w[o], biased) + eps)      per output channel
         y = conv2d(x, w_hat, bias, ...)
@@ -115,7 +115,8 @@ drop_path.__module__ = "timm.layers.drop"
 
 
 class DropPath(nn.Module):
-    """timm.layers.drop.DropPath: ``drop_path`` as a module (``drop_prob``, ``scale_by_keep``)."""
+    """timm.layers.drop.DropPath (timm aa4b5850): ``drop_path`` as a module (``drop_prob``,
+    ``scale_by_keep``)."""
 
     __module__ = "timm.layers.drop"
 
@@ -132,7 +133,8 @@ class DropPath(nn.Module):
 
 
 class SqueezeExcite(nn.Module):
-    """timm.models._efficientnet_blocks.SqueezeExcite (EfficientNet / MobileNet family):
+    """timm.models._efficientnet_blocks.SqueezeExcite (timm aa4b5850) (EfficientNet / MobileNet
+    family):
 
         y = x * gate(conv_expand(act1(conv_reduce(mean(x over H, W)))))
 

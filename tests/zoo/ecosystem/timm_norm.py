@@ -14,13 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tests.zoo.ecosystem._functional import layer_norm_channels_first
+
 __all__ = ["GroupNorm", "GroupNorm1", "LayerNorm", "LayerNorm2d", "RmsNorm", "RmsNorm2d"]
 
 _MODULE = "timm.layers.norm"
 
 
 class GroupNorm(nn.GroupNorm):
-    """timm.layers.norm.GroupNorm: nn.GroupNorm with the channel count first,
+    """timm.layers.norm.GroupNorm (timm aa4b5850): nn.GroupNorm with the channel count first,
     ``GroupNorm(num_channels, num_groups=32, eps=1e-5, affine=True)``, so it can replace a
     BatchNorm constructor. State dict and forward are nn.GroupNorm's."""
 
@@ -42,8 +44,9 @@ class GroupNorm(nn.GroupNorm):
 
 
 class GroupNorm1(nn.GroupNorm):
-    """timm.layers.norm.GroupNorm1: nn.GroupNorm with one group (normalizes each sample over
-    all of C, H, W; PoolFormer's norm), ``GroupNorm1(num_channels, eps=1e-5, affine=True)``."""
+    """timm.layers.norm.GroupNorm1 (timm aa4b5850): nn.GroupNorm with one group (normalizes each
+    sample over all of C, H, W; PoolFormer's norm), ``GroupNorm1(num_channels, eps=1e-5,
+    affine=True)``."""
 
     __module__ = _MODULE
 
@@ -56,9 +59,9 @@ class GroupNorm1(nn.GroupNorm):
 
 
 class LayerNorm(nn.LayerNorm):
-    """timm.layers.norm.LayerNorm: nn.LayerNorm with eps 1e-6 by default and ``affine`` for
-    ``elementwise_affine``, ``LayerNorm(num_channels, eps=1e-6, affine=True)``. Normalizes
-    the last dimension (ViT tokens, ConvNeXt channels-last blocks)."""
+    """timm.layers.norm.LayerNorm (timm aa4b5850): nn.LayerNorm with eps 1e-6 by default and
+    ``affine`` for ``elementwise_affine``, ``LayerNorm(num_channels, eps=1e-6, affine=True)``.
+    Normalizes the last dimension (ViT tokens, ConvNeXt channels-last blocks)."""
 
     __module__ = _MODULE
 
@@ -71,7 +74,8 @@ class LayerNorm(nn.LayerNorm):
 
 
 class LayerNorm2d(nn.LayerNorm):
-    """timm.layers.norm.LayerNorm2d: LayerNorm over the channels of (N, C, H, W), eps 1e-6.
+    """timm.layers.norm.LayerNorm2d (timm aa4b5850): LayerNorm over the channels of (N, C, H, W),
+    eps 1e-6.
 
     y = permute(layer_norm(permute(x, (0, 2, 3, 1)), (C,)), (0, 3, 1, 2))
     """
@@ -83,9 +87,7 @@ class LayerNorm2d(nn.LayerNorm):
         self._fast_norm = False
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x.permute(0, 2, 3, 1)
-        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-        return x.permute(0, 3, 1, 2)
+        return layer_norm_channels_first(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
 
 def _rms_norm_init(
@@ -112,7 +114,8 @@ def _rms_norm_reset_parameters(self: nn.Module) -> None:
 
 
 class RmsNorm(nn.Module):
-    """timm.layers.norm.RmsNorm: RMS norm over the last dimension, gain only, eps 1e-6.
+    """timm.layers.norm.RmsNorm (timm aa4b5850): RMS norm over the last dimension, gain only, eps
+    1e-6.
 
         y = x / sqrt(mean(x**2, last dims) + eps) * weight      (torch.nn.functional.rms_norm)
 
@@ -131,7 +134,8 @@ class RmsNorm(nn.Module):
 
 
 class RmsNorm2d(nn.Module):
-    """timm.layers.norm.RmsNorm2d: RMS norm over the channels of (N, C, H, W), eps 1e-6.
+    """timm.layers.norm.RmsNorm2d (timm aa4b5850): RMS norm over the channels of (N, C, H, W), eps
+    1e-6.
 
         y = x * rsqrt(mean(x**2, dim=1) + eps) * weight[None, :, None, None]
 

@@ -24,6 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tests.zoo.ecosystem._functional import (
+    drop_num_batches_tracked,
+    frozen_batch_norm,
+    layer_norm_channels_first,
+)
 from tests.zoo.ecosystem.timm_create_act import create_act_layer
 from tests.zoo.ecosystem.torchvision_ops import FrozenBatchNorm2d
 
@@ -58,8 +63,22 @@ def _drop(drop_layer: Callable[[], nn.Module] | None) -> nn.Module:
     return drop_layer() if drop_layer is not None else nn.Identity()
 
 
+def _init_drop_act(
+    module: nn.Module,
+    drop_layer: Callable[[], nn.Module] | None,
+    act_layer: ActLayer,
+    act_kwargs: dict[str, Any] | None,
+    inplace: bool,
+    apply_act: bool,
+) -> None:
+    """The ``drop`` and ``act`` children and timm's ``_fast_norm`` flag (always False here)."""
+    module.drop = _drop(drop_layer)
+    module.act = _create_act(act_layer, act_kwargs, inplace, apply_act)
+    module._fast_norm = False
+
+
 class BatchNormAct2d(nn.BatchNorm2d):
-    """timm.layers.norm_act.BatchNormAct2d: ``act(drop(BatchNorm2d(x)))``.
+    """timm.layers.norm_act.BatchNormAct2d (timm aa4b5850): ``act(drop(BatchNorm2d(x)))``.
 
     A torch.nn.BatchNorm2d subclass (so ``isinstance(m, nn.BatchNorm2d)`` holds and a
     BatchNorm2d checkpoint loads): training uses batch statistics and updates the running
@@ -104,8 +123,8 @@ class BatchNormAct2d(nn.BatchNorm2d):
 
 
 class FrozenBatchNormAct2d(nn.Module):
-    """timm.layers.norm_act.FrozenBatchNormAct2d: torchvision's FrozenBatchNorm2d, then
-    ``drop`` and ``act``:
+    """timm.layers.norm_act.FrozenBatchNormAct2d (timm aa4b5850): torchvision's FrozenBatchNorm2d,
+    then ``drop`` and ``act``:
 
         y = act(drop(x * scale + (bias - running_mean * scale))),
         scale = weight * rsqrt(running_var + eps)
@@ -149,16 +168,16 @@ class FrozenBatchNormAct2d(nn.Module):
         unexpected_keys: list[str],
         error_msgs: list[str],
     ) -> None:
-        state_dict.pop(prefix + "num_batches_tracked", None)
+        drop_num_batches_tracked(state_dict, prefix)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        shape = (1, -1, 1, 1)
-        scale = self.weight.reshape(shape) * (self.running_var.reshape(shape) + self.eps).rsqrt()
-        shift = self.bias.reshape(shape) - self.running_mean.reshape(shape) * scale
-        return self.act(self.drop(x * scale + shift))
+        x = frozen_batch_norm(
+            x, self.weight, self.bias, self.running_mean, self.running_var, self.eps
+        )
+        return self.act(self.drop(x))
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.weight.shape[0]}, eps={self.eps}, act={self.act})"
@@ -176,7 +195,8 @@ def _num_groups(num_channels: int, num_groups: int, group_size: int | None) -> i
 
 
 class GroupNormAct(nn.GroupNorm):
-    """timm.layers.norm_act.GroupNormAct: ``act(drop(GroupNorm(x)))``, an nn.GroupNorm subclass.
+    """timm.layers.norm_act.GroupNormAct (timm aa4b5850): ``act(drop(GroupNorm(x)))``, an
+    nn.GroupNorm subclass.
 
     Channels come first: ``GroupNormAct(num_channels, num_groups=32, eps=1e-5, affine=True,
     group_size=None, ...)``; ``group_size`` overrides ``num_groups`` with
@@ -208,9 +228,7 @@ class GroupNormAct(nn.GroupNorm):
             device=device,
             dtype=dtype,
         )
-        self.drop = _drop(drop_layer)
-        self.act = _create_act(act_layer, act_kwargs, inplace, apply_act)
-        self._fast_norm = False
+        _init_drop_act(self, drop_layer, act_layer, act_kwargs, inplace, apply_act)
 
     def forward(self, x: Tensor) -> Tensor:
         x = F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
@@ -218,7 +236,7 @@ class GroupNormAct(nn.GroupNorm):
 
 
 class GroupNorm1Act(nn.GroupNorm):
-    """timm.layers.norm_act.GroupNorm1Act: GroupNormAct with a single group."""
+    """timm.layers.norm_act.GroupNorm1Act (timm aa4b5850): GroupNormAct with a single group."""
 
     __module__ = _MODULE
 
@@ -236,9 +254,7 @@ class GroupNorm1Act(nn.GroupNorm):
         dtype=None,
     ) -> None:
         super().__init__(1, num_channels, eps=eps, affine=affine, device=device, dtype=dtype)
-        self.drop = _drop(drop_layer)
-        self.act = _create_act(act_layer, act_kwargs, inplace, apply_act)
-        self._fast_norm = False
+        _init_drop_act(self, drop_layer, act_layer, act_kwargs, inplace, apply_act)
 
     def forward(self, x: Tensor) -> Tensor:
         x = F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
@@ -246,7 +262,7 @@ class GroupNorm1Act(nn.GroupNorm):
 
 
 class LayerNormAct(nn.LayerNorm):
-    """timm.layers.norm_act.LayerNormAct: ``act(drop(LayerNorm(x)))`` over the last
+    """timm.layers.norm_act.LayerNormAct (timm aa4b5850): ``act(drop(LayerNorm(x)))`` over the last
     dimension(s), an nn.LayerNorm subclass; first argument ``normalization_shape`` (timm's
     spelling), eps 1e-5, ``affine`` for ``elementwise_affine``."""
 
@@ -265,9 +281,7 @@ class LayerNormAct(nn.LayerNorm):
         **kwargs,
     ) -> None:
         super().__init__(normalization_shape, eps=eps, elementwise_affine=affine, **kwargs)
-        self.drop = _drop(drop_layer)
-        self.act = _create_act(act_layer, act_kwargs, inplace, apply_act)
-        self._fast_norm = False
+        _init_drop_act(self, drop_layer, act_layer, act_kwargs, inplace, apply_act)
 
     def forward(self, x: Tensor) -> Tensor:
         x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
@@ -275,8 +289,8 @@ class LayerNormAct(nn.LayerNorm):
 
 
 class LayerNormAct2d(nn.LayerNorm):
-    """timm.layers.norm_act.LayerNormAct2d: LayerNorm over the channels of (N, C, H, W)
-    (permute to NHWC, layer_norm, permute back), then ``drop`` and ``act``; eps 1e-5."""
+    """timm.layers.norm_act.LayerNormAct2d (timm aa4b5850): LayerNorm over the channels of (N, C,
+    H, W) (permute to NHWC, layer_norm, permute back), then ``drop`` and ``act``; eps 1e-5."""
 
     __module__ = _MODULE
 
@@ -293,14 +307,10 @@ class LayerNormAct2d(nn.LayerNorm):
         **kwargs,
     ) -> None:
         super().__init__(num_channels, eps=eps, elementwise_affine=affine, **kwargs)
-        self.drop = _drop(drop_layer)
-        self.act = _create_act(act_layer, act_kwargs, inplace, apply_act)
-        self._fast_norm = False
+        _init_drop_act(self, drop_layer, act_layer, act_kwargs, inplace, apply_act)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x.permute(0, 2, 3, 1)
-        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-        x = x.permute(0, 3, 1, 2)
+        x = layer_norm_channels_first(x, self.normalized_shape, self.weight, self.bias, self.eps)
         return self.act(self.drop(x))
 
 

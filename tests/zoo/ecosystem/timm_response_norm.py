@@ -58,12 +58,22 @@ def inv_instance_rms(x: Tensor, eps: float = 1e-5) -> Tensor:
     return rms.expand(x.shape)
 
 
+def _add_affine(module: nn.Module, num_features: int, factory: dict) -> None:
+    module.weight = nn.Parameter(torch.empty(num_features, **factory))
+    module.bias = nn.Parameter(torch.empty(num_features, **factory))
+
+
+def _reset_affine(module: nn.Module) -> None:
+    nn.init.ones_(module.weight)
+    nn.init.zeros_(module.bias)
+
+
 def _affine(module: nn.Module, x: Tensor, dtype: torch.dtype) -> Tensor:
     return x * module.weight.to(dtype).view(_V_SHAPE) + module.bias.to(dtype).view(_V_SHAPE)
 
 
 class EvoNorm2dB0(nn.Module):
-    """timm.layers.evo_norm.EvoNorm2dB0 (Liu et al. 2020, "B0": batch-dependent):
+    """timm.layers.evo_norm.EvoNorm2dB0 (timm aa4b5850) (Liu et al. 2020, "B0": batch-dependent):
 
         y = x / max(sqrt(var_b + eps), v * x + sqrt(var_i + eps)) * weight + bias
 
@@ -92,15 +102,13 @@ class EvoNorm2dB0(nn.Module):
         self.apply_act = apply_act
         self.momentum = momentum
         self.eps = eps
-        self.weight = nn.Parameter(torch.empty(num_features, **factory))
-        self.bias = nn.Parameter(torch.empty(num_features, **factory))
+        _add_affine(self, num_features, factory)
         self.v = nn.Parameter(torch.empty(num_features, **factory)) if apply_act else None
         self.register_buffer("running_var", torch.ones(num_features, **factory))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.ones_(self.weight)
-        nn.init.zeros_(self.bias)
+        _reset_affine(self)
         if self.v is not None:
             nn.init.ones_(self.v)
 
@@ -124,7 +132,8 @@ class EvoNorm2dB0(nn.Module):
 
 
 class EvoNorm2dS0(nn.Module):
-    """timm.layers.evo_norm.EvoNorm2dS0 (Liu et al. 2020, "S0": sample-based, batch-free):
+    """timm.layers.evo_norm.EvoNorm2dS0 (timm aa4b5850) (Liu et al. 2020, "S0": sample-based,
+    batch-free):
 
         y = x * sigmoid(v * x) / sqrt(var_g + eps) * weight + bias
 
@@ -160,14 +169,12 @@ class EvoNorm2dS0(nn.Module):
         else:
             self.groups = groups
         self.eps = eps
-        self.weight = nn.Parameter(torch.empty(num_features, **factory))
-        self.bias = nn.Parameter(torch.empty(num_features, **factory))
+        _add_affine(self, num_features, factory)
         self.v = nn.Parameter(torch.empty(num_features, **factory)) if apply_act else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.ones_(self.weight)
-        nn.init.zeros_(self.bias)
+        _reset_affine(self)
         if self.v is not None:
             nn.init.ones_(self.v)
 
@@ -181,7 +188,7 @@ class EvoNorm2dS0(nn.Module):
 
 
 class EvoNorm2dS0a(EvoNorm2dS0):
-    """timm.layers.evo_norm.EvoNorm2dS0a: EvoNorm2dS0 with eps 1e-3 whose group-std
+    """timm.layers.evo_norm.EvoNorm2dS0a (timm aa4b5850): EvoNorm2dS0 with eps 1e-3 whose group-std
     division applies even with ``apply_act=False`` (``y = x / sqrt(var_g + eps)`` then the
     affine); the group statistics are taken from the input before the sigmoid gate."""
 
@@ -218,7 +225,8 @@ class EvoNorm2dS0a(EvoNorm2dS0):
 
 
 class FilterResponseNormTlu2d(nn.Module):
-    """timm.layers.filter_response_norm.FilterResponseNormTlu2d (Singh & Krishnan 2020):
+    """timm.layers.filter_response_norm.FilterResponseNormTlu2d (timm aa4b5850) (Singh & Krishnan
+    2020):
 
         y = max(x * rsqrt(mean(x**2 over H, W) + eps) * weight + bias, tau)
 
@@ -244,14 +252,12 @@ class FilterResponseNormTlu2d(nn.Module):
         self.apply_act = apply_act
         self.rms = rms
         self.eps = eps
-        self.weight = nn.Parameter(torch.empty(num_features, **factory))
-        self.bias = nn.Parameter(torch.empty(num_features, **factory))
+        _add_affine(self, num_features, factory)
         self.tau = nn.Parameter(torch.empty(num_features, **factory)) if apply_act else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.ones_(self.weight)
-        nn.init.zeros_(self.bias)
+        _reset_affine(self)
         if self.tau is not None:
             nn.init.zeros_(self.tau)
 
@@ -265,8 +271,8 @@ class FilterResponseNormTlu2d(nn.Module):
 
 
 class FilterResponseNormAct2d(nn.Module):
-    """timm.layers.filter_response_norm.FilterResponseNormAct2d: FRN followed by an ordinary
-    activation instead of the TLU:
+    """timm.layers.filter_response_norm.FilterResponseNormAct2d (timm aa4b5850): FRN followed by an
+    ordinary activation instead of the TLU:
 
         y = act(x * rsqrt(mean(x**2 over H, W) + eps) * weight + bias)
 
@@ -297,13 +303,11 @@ class FilterResponseNormAct2d(nn.Module):
             self.act = nn.Identity()
         self.rms = rms
         self.eps = eps
-        self.weight = nn.Parameter(torch.empty(num_features, **factory))
-        self.bias = nn.Parameter(torch.empty(num_features, **factory))
+        _add_affine(self, num_features, factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.ones_(self.weight)
-        nn.init.zeros_(self.bias)
+        _reset_affine(self)
 
     def forward(self, x: Tensor) -> Tensor:
         _check_4d(x)
@@ -312,7 +316,7 @@ class FilterResponseNormAct2d(nn.Module):
 
 
 class GlobalResponseNorm(nn.Module):
-    """timm.layers.grn.GlobalResponseNorm (ConvNeXt-V2, Woo et al. 2023):
+    """timm.layers.grn.GlobalResponseNorm (timm aa4b5850) (ConvNeXt-V2, Woo et al. 2023):
 
         g = ||x||_2 over the spatial dims;   n = g / (mean(g over channels) + eps)
         y = x + (weight * (x * n) + bias)

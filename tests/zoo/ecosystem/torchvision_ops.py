@@ -12,8 +12,13 @@ import warnings
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from tests.zoo.ecosystem._functional import (
+    drop_num_batches_tracked,
+    frozen_batch_norm,
+    layer_norm_channels_first,
+)
 
 __all__ = [
     "Conv2dNormActivation",
@@ -28,7 +33,8 @@ __all__ = [
 
 
 class FrozenBatchNorm2d(nn.Module):
-    """torchvision.ops.misc.FrozenBatchNorm2d: BatchNorm2d inference with fixed statistics.
+    """torchvision.ops.misc.FrozenBatchNorm2d (torchvision 0.28.0): BatchNorm2d inference with fixed
+    statistics.
 
         y = x * scale + (bias - running_mean * scale),  scale = weight / sqrt(running_var + eps)
 
@@ -58,23 +64,23 @@ class FrozenBatchNorm2d(nn.Module):
         unexpected_keys: list[str],
         error_msgs: list[str],
     ) -> None:
-        state_dict.pop(prefix + "num_batches_tracked", None)
+        drop_num_batches_tracked(state_dict, prefix)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        shape = (1, -1, 1, 1)
-        scale = self.weight.reshape(shape) * (self.running_var.reshape(shape) + self.eps).rsqrt()
-        shift = self.bias.reshape(shape) - self.running_mean.reshape(shape) * scale
-        return x * scale + shift
+        return frozen_batch_norm(
+            x, self.weight, self.bias, self.running_mean, self.running_var, self.eps
+        )
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.weight.shape[0]}, eps={self.eps})"
 
 
 class ConvNormActivation(nn.Sequential):
-    """torchvision.ops.misc.ConvNormActivation: ``Sequential(conv, norm?, act?)``.
+    """torchvision.ops.misc.ConvNormActivation (torchvision 0.28.0): ``Sequential(conv, norm?,
+    act?)``.
 
     Children are numbered ``0`` (conv), ``1`` (norm, if ``norm_layer``), then the activation,
     so a checkpoint reads ``features.0.0.weight``, ``features.0.1.running_mean``.
@@ -137,7 +143,8 @@ class ConvNormActivation(nn.Sequential):
 
 
 class Conv2dNormActivation(ConvNormActivation):
-    """torchvision.ops.misc.Conv2dNormActivation: ConvNormActivation with ``nn.Conv2d``."""
+    """torchvision.ops.misc.Conv2dNormActivation (torchvision 0.28.0): ConvNormActivation with
+    ``nn.Conv2d``."""
 
     __module__ = "torchvision.ops.misc"
 
@@ -172,7 +179,7 @@ class Conv2dNormActivation(ConvNormActivation):
 
 
 class SqueezeExcitation(nn.Module):
-    """torchvision.ops.misc.SqueezeExcitation (Hu et al. 2018, eq. 3):
+    """torchvision.ops.misc.SqueezeExcitation (torchvision 0.28.0) (Hu et al. 2018, eq. 3):
 
         y = x * scale_activation(fc2(activation(fc1(avgpool(x)))))
 
@@ -204,7 +211,8 @@ class SqueezeExcitation(nn.Module):
 
 
 class Permute(nn.Module):
-    """torchvision.ops.misc.Permute: ``torch.permute(x, dims)`` (a view, not a copy)."""
+    """torchvision.ops.misc.Permute (torchvision 0.28.0): ``torch.permute(x, dims)`` (a view, not a
+    copy)."""
 
     __module__ = "torchvision.ops.misc"
 
@@ -238,7 +246,8 @@ stochastic_depth.__module__ = "torchvision.ops.stochastic_depth"
 
 
 class StochasticDepth(nn.Module):
-    """torchvision.ops.StochasticDepth (defined in ``torchvision.ops.stochastic_depth``)."""
+    """torchvision.ops.StochasticDepth (torchvision 0.28.0) (defined in
+    ``torchvision.ops.stochastic_depth``)."""
 
     __module__ = "torchvision.ops.stochastic_depth"
 
@@ -255,7 +264,8 @@ class StochasticDepth(nn.Module):
 
 
 class LayerNorm2d(nn.LayerNorm):
-    """torchvision.models.convnext.LayerNorm2d: LayerNorm over the channels of (N, C, H, W).
+    """torchvision.models.convnext.LayerNorm2d (torchvision 0.28.0): LayerNorm over the channels of
+    (N, C, H, W).
 
         y = permute(layer_norm(permute(x, (0, 2, 3, 1)), (C,)), (0, 3, 1, 2))
 
@@ -266,6 +276,4 @@ class LayerNorm2d(nn.LayerNorm):
     __module__ = "torchvision.models.convnext"
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x.permute(0, 2, 3, 1)
-        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-        return x.permute(0, 3, 1, 2)
+        return layer_norm_channels_first(x, self.normalized_shape, self.weight, self.bias, self.eps)

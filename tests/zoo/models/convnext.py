@@ -25,7 +25,6 @@ from torch import Tensor, nn
 
 from tests.zoo.ecosystem.timm_layers import DropPath
 from tests.zoo.ecosystem.timm_norm import LayerNorm, LayerNorm2d, RmsNorm2d
-from tests.zoo.ecosystem.timm_response_norm import GlobalResponseNorm
 from tests.zoo.ecosystem.torchvision_ops import (
     Conv2dNormActivation,
     Permute,
@@ -34,6 +33,7 @@ from tests.zoo.ecosystem.torchvision_ops import (
 from tests.zoo.ecosystem.torchvision_ops import (
     LayerNorm2d as TvLayerNorm2d,
 )
+from tests.zoo.models._mlp import Mlp
 
 __all__ = ["CNBlock", "ConvNeXt", "ConvNeXtBlock", "ConvNeXtStage", "TimmConvNeXt"]
 
@@ -118,30 +118,6 @@ class ConvNeXt(nn.Module):
 
 
 # --- timm ----------------------------------------------------------------------------
-
-
-class Mlp(nn.Module):
-    """timm.layers.mlp.Mlp / GlobalResponseNormMlp: fc1, act, drop1, (norm | grn), fc2,
-    drop2; 1x1 convs instead of Linear with ``use_conv``."""
-
-    def __init__(self, dim: int, hidden: int, use_conv: bool, use_grn: bool) -> None:
-        super().__init__()
-        linear = partial(nn.Conv2d, kernel_size=1) if use_conv else nn.Linear
-        self.use_grn = use_grn
-        self.fc1 = linear(dim, hidden, bias=True)
-        self.act = nn.GELU()
-        self.drop1 = nn.Dropout(0.0)
-        if use_grn:
-            self.grn = GlobalResponseNorm(hidden, channels_last=not use_conv)
-        else:
-            self.norm = nn.Identity()
-        self.fc2 = linear(hidden, dim, bias=True)
-        self.drop2 = nn.Dropout(0.0)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.drop1(self.act(self.fc1(x)))
-        x = self.grn(x) if self.use_grn else self.norm(x)
-        return self.drop2(self.fc2(x))
 
 
 class ConvNeXtBlock(nn.Module):

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from tests.zoo.ecosystem.timm_norm import GroupNorm1, LayerNorm2d
+from tests.zoo.models._mlp import Mlp
 
 __all__ = ["MetaFormerBlock", "PoolFormer"]
 
@@ -45,22 +46,6 @@ class Pooling(nn.Module):
         return self.pool(x) - x
 
 
-class Mlp(nn.Module):
-    """timm.layers.mlp.Mlp with ``use_conv=True``: 1x1 conv, GELU, 1x1 conv."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Conv2d(dim, hidden, 1, bias=True)
-        self.act = nn.GELU()
-        self.drop1 = nn.Dropout(0.0)
-        self.norm = nn.Identity()
-        self.fc2 = nn.Conv2d(hidden, dim, 1, bias=True)
-        self.drop2 = nn.Dropout(0.0)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.drop2(self.fc2(self.norm(self.drop1(self.act(self.fc1(x))))))
-
-
 class MetaFormerBlock(nn.Module):
     def __init__(self, dim: int, layer_scale_init_value: float) -> None:
         super().__init__()
@@ -70,7 +55,7 @@ class MetaFormerBlock(nn.Module):
         self.layer_scale1 = Scale(dim, layer_scale_init_value)
         self.res_scale1 = nn.Identity()
         self.norm2 = GroupNorm1(dim)
-        self.mlp = Mlp(dim, 4 * dim)
+        self.mlp = Mlp(dim, 4 * dim, use_conv=True)
         self.drop_path2 = nn.Identity()
         self.layer_scale2 = Scale(dim, layer_scale_init_value)
         self.res_scale2 = nn.Identity()

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from tests.zoo.ecosystem.timm_layers import DropPath
+from tests.zoo.models._mlp import Mlp
 
 __all__ = ["SwinTransformer", "SwinTransformerBlock", "WindowAttention"]
 
@@ -76,20 +77,6 @@ class WindowAttention(nn.Module):
             attn = attn.view(-1, self.num_heads, N, N)
         x = self.attn_drop(self.softmax(attn)) @ v
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B_, N, -1)))
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.drop1 = nn.Dropout(0.0)
-        self.norm = nn.Identity()
-        self.fc2 = nn.Linear(hidden, dim)
-        self.drop2 = nn.Dropout(0.0)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.drop2(self.fc2(self.norm(self.drop1(self.act(self.fc1(x))))))
 
 
 class SwinTransformerBlock(nn.Module):

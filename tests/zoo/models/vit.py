@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tests.zoo.ecosystem.timm_norm import LayerNorm
+from tests.zoo.models._mlp import Mlp
 
 __all__ = ["Attention", "Block", "VisionTransformer"]
 
@@ -52,22 +53,6 @@ class Attention(nn.Module):
         x = F.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), v)
         x = self.norm(x.transpose(1, 2).reshape(B, N, C))
         return self.proj_drop(self.proj(x))
-
-
-class Mlp(nn.Module):
-    """timm.layers.mlp.Mlp: fc1, GELU, drop1, norm (Identity), fc2, drop2."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.drop1 = nn.Dropout(0.0)
-        self.norm = nn.Identity()
-        self.fc2 = nn.Linear(hidden, dim)
-        self.drop2 = nn.Dropout(0.0)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.drop2(self.fc2(self.norm(self.drop1(self.act(self.fc1(x))))))
 
 
 class Block(nn.Module):
