@@ -14,7 +14,7 @@ def layer_norm_channels_first(
     """LayerNorm over dim 1 of (N, C, H, W): permute to NHWC, ``F.layer_norm``, permute back
     (the result is a permuted view of a channels-last tensor)."""
     x = F.layer_norm(x.permute(0, 2, 3, 1), shape, weight, bias, eps)
-    return x.permute(0, 3, 2, 1)
+    return x.permute(0, 3, 1, 2)
 
 
 def frozen_batch_norm(
@@ -23,7 +23,7 @@ def frozen_batch_norm(
     """x * scale + (bias - running_mean * scale), scale = weight * rsqrt(running_var + eps),
     per channel of (N, C, H, W) (torchvision's fuser-friendly form)."""
     shape = (1, -1, 1, 1)
-    scale = weight.reshape(shape) * running_var.reshape(shape).rsqrt()
+    scale = weight.reshape(shape) * (running_var.reshape(shape) + eps).rsqrt()
     shift = bias.reshape(shape) - running_mean.reshape(shape) * scale
     return x * scale + shift
 

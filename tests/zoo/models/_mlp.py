@@ -28,7 +28,7 @@ class Mlp(nn.Module):
         self.act = nn.GELU()
         self.drop1 = nn.Dropout(0.0)
         if use_grn:
-            self.grn = GlobalResponseNorm(hidden)
+            self.grn = GlobalResponseNorm(hidden, channels_last=not use_conv)
         else:
             self.norm = nn.Identity()
         self.fc2 = linear(hidden, dim, bias=True)
