@@ -370,6 +370,20 @@ def test_batchnorm_act_is_batchnorm_then_activation():
     assert torch.equal(torch_bn.running_var, m.running_var)
 
 
+def test_batchnorm_act_cumulative_average_and_untracked_like_torch():
+    x1, x2 = _x(3, 4, 2, 3, seed=1), _x(3, 4, 2, 3, seed=2)
+    for kwargs in ({"momentum": None}, {"track_running_stats": False}):
+        ours = BatchNormAct2d(4, apply_act=False, **kwargs).to(F64)
+        theirs = nn.BatchNorm2d(4, **kwargs).to(F64)
+        for x in (x1, x2):
+            assert_close(ours(x), theirs(x), what=str(kwargs))
+        assert_close(ours.running_var, theirs.running_var, what=str(kwargs))
+        ours.eval(), theirs.eval()
+        assert_close(ours(x1), theirs(x1), what=f"eval {kwargs}")
+    with pytest.raises(AssertionError, match="expected 4D input"):
+        BatchNormAct2d(4)(torch.randn(2, 4, 3))
+
+
 def _frozen_formula(m, x):
     y = (x - _per_channel(m.running_mean)) / torch.sqrt(_per_channel(m.running_var) + m.eps)
     return y * _per_channel(m.weight) + _per_channel(m.bias)

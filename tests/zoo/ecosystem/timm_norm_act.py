@@ -85,6 +85,7 @@ class BatchNormAct2d(nn.BatchNorm2d):
     ones exactly as nn.BatchNorm2d (timm's forward is a copy of torch's), evaluation uses
     the running ones. Extra constructor arguments: ``apply_act=True``,
     ``act_layer=nn.ReLU``, ``act_kwargs=None``, ``inplace=True``, ``drop_layer=None``.
+    Like timm's, forward calls ``F.batch_norm`` itself rather than ``nn.BatchNorm2d.forward``.
     """
 
     __module__ = _MODULE
@@ -117,9 +118,26 @@ class BatchNormAct2d(nn.BatchNorm2d):
         self.act = _create_act(act_layer, act_kwargs, inplace, apply_act)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = super().forward(x)
-        x = self.drop(x)
-        return self.act(x)
+        # timm re-states nn.BatchNorm2d.forward around F.batch_norm instead of calling it
+        torch._assert(x.ndim == 4, f"expected 4D input (got {x.ndim}D input)")
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # cumulative moving average
+                factor = 1.0 / float(self.num_batches_tracked)
+        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+        update = not self.training or self.track_running_stats
+        x = F.batch_norm(
+            x,
+            self.running_mean if update else None,
+            self.running_var if update else None,
+            self.weight,
+            self.bias,
+            use_batch_stats,
+            factor,
+            self.eps,
+        )
+        return self.act(self.drop(x))
 
 
 class FrozenBatchNormAct2d(nn.Module):
