@@ -30,13 +30,15 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "tools.md"
+KERAS_VARIABLES = ("KERAS_BACKEND", "KERAS_HOME")
+ENV_BEFORE = {k: os.environ.get(k) for k in KERAS_VARIABLES}
 
 
 @pytest.fixture(scope="module")
 def keras(tmp_path_factory):
     loaded = sys.modules.get("keras")
     if loaded is None:
-        saved = {k: os.environ.get(k) for k in ("KERAS_BACKEND", "KERAS_HOME")}
+        saved = {k: os.environ.get(k) for k in KERAS_VARIABLES}
         os.environ["KERAS_BACKEND"] = "torch"
         os.environ["KERAS_HOME"] = str(tmp_path_factory.mktemp("keras_home"))
         try:
@@ -50,6 +52,11 @@ def keras(tmp_path_factory):
     if loaded.backend.backend() != "torch":
         pytest.skip(f"keras was imported with the {loaded.backend.backend()} backend")
     return loaded
+
+
+def test_keras_runs_on_torch_and_leaves_the_environment_alone(keras):
+    assert keras.backend.backend() == "torch"
+    assert {k: os.environ.get(k) for k in KERAS_VARIABLES} == ENV_BEFORE
 
 
 # ---------------------------------------------------------------------- helpers
@@ -590,4 +597,7 @@ def test_docs_example_runs(keras, monkeypatch, tmp_path):
     section = DOCS.read_text().split("### Keras", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, str(DOCS), "exec"), {"__name__": "__docs__"})
+    monkeypatch.setenv("KERAS_BACKEND", "torch")  # the example's setdefault then changes nothing
+    namespace = {"__name__": "__docs__"}
+    exec(compile(code, str(DOCS), "exec"), namespace)
+    assert type(namespace["bn_again"]) is nk.nn.BatchNorm2d
