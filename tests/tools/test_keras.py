@@ -298,7 +298,10 @@ def test_renorm_needs_eval_only(keras):
     layer = keras_bn(
         keras, (4, 5, 3), renorm=True, renorm_clipping={"rmax": 2.0, "dmax": 1.0}, epsilon=0.01
     )
-    with pytest.raises(KerasConversionError, match=r"from_keras: .*renorm=True.*eval_only=True"):
+    with pytest.raises(
+        KerasConversionError,
+        match=r"from_keras: Keras layer 'batch_normalization\w*': .*renorm=True.*eval_only=True",
+    ):
         from_keras(layer)
     bn = from_keras(layer, eval_only=True)
     assert not bn.training
@@ -332,18 +335,29 @@ def _frozen(bn):
     return nk.tools.freeze(bn)
 
 
+def _gamma_one_but_trainable(bn):
+    with torch.no_grad():
+        bn.weight.fill_(1)
+    return bn
+
+
 # name -> (layer factory, Keras rank, axis)
 ROUND_TRIPS = {
     "2d": (lambda: _random_bn(nk.nn.BatchNorm2d, momentum=0.1, eps=1e-4), 4, -1),
-    "2d channels-first": (lambda: _random_bn(nk.nn.BatchNorm2d, momentum=0.03), 4, 1),
-    "1d (N, C)": (lambda: _random_bn(nk.nn.BatchNorm1d, eps=0.02), 2, -1),
-    "1d (N, L, C)": (lambda: _random_bn(nk.nn.BatchNorm1d), 3, -1),
-    "3d float64": (lambda: _random_bn(nk.nn.BatchNorm3d, dtype=torch.float64), 5, -1),
-    "no bias": (lambda: _random_bn(nk.nn.BatchNorm2d, bias=False), 4, -1),
-    "affine=False": (lambda: _random_bn(nk.nn.BatchNorm2d, affine=False), 4, -1),
-    "gamma fixed at 1": (lambda: _fixed_gamma(_random_bn(nk.nn.BatchNorm2d)), 4, -1),
+    "2d-channels-first": (lambda: _random_bn(nk.nn.BatchNorm2d, momentum=0.03), 4, 1),
+    "1d-NC": (lambda: _random_bn(nk.nn.BatchNorm1d, eps=0.02), 2, -1),
+    "1d-NLC": (lambda: _random_bn(nk.nn.BatchNorm1d), 3, -1),
+    "3d-float64": (lambda: _random_bn(nk.nn.BatchNorm3d, dtype=torch.float64), 5, -1),
+    "no-bias": (lambda: _random_bn(nk.nn.BatchNorm2d, bias=False), 4, -1),
+    "affine-false": (lambda: _random_bn(nk.nn.BatchNorm2d, affine=False), 4, -1),
+    "gamma-fixed-at-1": (lambda: _fixed_gamma(_random_bn(nk.nn.BatchNorm2d)), 4, -1),
     "frozen": (lambda: _frozen(_random_bn(nk.nn.BatchNorm2d)), 4, -1),
-    "frozen, gamma fixed": (lambda: _frozen(_fixed_gamma(_random_bn(nk.nn.BatchNorm2d))), 4, -1),
+    "frozen-gamma-fixed": (lambda: _frozen(_fixed_gamma(_random_bn(nk.nn.BatchNorm2d))), 4, -1),
+    "frozen-gamma-1-trainable": (
+        lambda: _frozen(_gamma_one_but_trainable(_random_bn(nk.nn.BatchNorm2d))),
+        4,
+        -1,
+    ),
     "torch.nn": (lambda: _random_bn(nn.BatchNorm2d, eps=1e-3), 4, -1),
 }
 
@@ -396,12 +410,17 @@ def test_round_trip_keras_normkit_keras(keras):
         assert [w.trainable for w in again.weights] == [w.trainable for w in layer.weights]
 
 
-def test_to_keras_sets_variable_trainable_flags(keras):
+def test_variable_trainable_flags_both_ways(keras):
     bn = _random_bn(nk.nn.BatchNorm2d)
     bn.bias.requires_grad_(False)
     layer = to_keras(bn)
     assert (layer.gamma.trainable, layer.beta.trainable, layer.trainable) == (True, False, True)
     assert [w.name for w in layer.trainable_weights] == ["gamma"]
+    layer = keras_bn(keras, (4, 4, 3))
+    layer.gamma.trainable = False
+    back = from_keras(layer)
+    assert (back.weight.requires_grad, back.bias.requires_grad) == (False, True)
+    assert nk.tools.is_frozen(back) is None and nk.tools.count_params(back) == (3, 9)
 
 
 def test_to_keras_config_needs_no_keras():
@@ -506,7 +525,10 @@ def test_from_keras_layer_errors(keras):
     layer = keras_bn(keras, (3,))
     with pytest.raises(KerasConversionError, match=r"weights come from the layer itself"):
         from_keras(layer, layer.get_weights())
-    with pytest.raises(KerasConversionError, match=r"dim=2 but the layer takes inputs of rank 2"):
+    with pytest.raises(
+        KerasConversionError,
+        match=rf"from_keras: Keras layer '{layer.name}': dim=2 but the layer takes inputs of rank 2",
+    ):
         from_keras(layer, dim=2)
 
 
@@ -518,9 +540,21 @@ def test_from_keras_layer_errors(keras):
         (nk.nn.SyncBatchNorm(3), {}, r"got SyncBatchNorm"),
         (nk.nn.BatchNorm2d(3, momentum=None), {}, r"BatchNorm2d\(3\) has momentum=None"),
         (nn.BatchNorm1d(3, track_running_stats=False), {}, r"BatchNorm1d\(3\) has no running stat"),
-        (nk.nn.BatchNorm2d(3), {"axis": 0}, r"axis=0 is not a channel axis of a rank-4 input"),
-        (nk.nn.BatchNorm2d(3), {"axis": 1.0}, r"expected axis as an int, got 1.0"),
-        (nk.nn.BatchNorm2d(3), {"ndim": 3}, r"BatchNorm2d takes inputs of rank 4, got ndim=3"),
+        (
+            nk.nn.BatchNorm2d(3),
+            {"axis": 0},
+            r"to_keras_config: BatchNorm2d\(3\): axis=0 is not a channel axis of a rank-4 input",
+        ),
+        (
+            nk.nn.BatchNorm2d(3),
+            {"axis": 1.0},
+            r"BatchNorm2d\(3\): expected axis as an int, got 1.0",
+        ),
+        (
+            nk.nn.BatchNorm2d(3),
+            {"ndim": 3},
+            r"BatchNorm2d\(3\): BatchNorm2d takes inputs of rank 4, got ndim=3",
+        ),
         (nk.nn.BatchNorm1d(3), {"ndim": 2, "axis": 2}, r"axis=2 is not a channel axis of a rank-2"),
         (
             nk.tools.freeze(nk.nn.BatchNorm2d(3), affine=False),

@@ -28,9 +28,9 @@ Inference is identical after conversion. Training differs in one place, which no
 ``nk.nn.BatchNorm*d`` can change: Keras (3.15, every backend) moves ``moving_variance``
 towards the *biased* batch variance, torch and normkit move ``running_var`` towards the
 unbiased one, so each training step adds ``p * var * (n/(n-1) - 1)`` more to the running
-variance (``n`` values per channel in the batch: 1.6% more for ``n = 64``, 0.1% for one
-32x32 feature map). Batch normalization itself (biased variance in both) and
-the running mean are the same.
+variance (``n`` values per channel in the batch: the batch term is 1.6% larger for
+``n = 64``, 0.1% for one 32x32 feature map). Batch normalization itself (biased variance in
+both) and the running mean are the same.
 
 Keras's options that act only in training (``renorm``, ``synchronized``, regularizers,
 constraints, and tf.keras 2's ``virtual_batch_size``/``adjustment``) have no twin here:
@@ -158,8 +158,8 @@ def from_keras(
     -> ``bias=False``, ``scale=False`` -> gamma fixed at 1 (``requires_grad=False``: normkit
     has no beta-without-gamma layer), ``trainable=False`` -> :func:`normkit.tools.freeze`
     (Keras runs such a layer in inference mode and updates nothing); in a trainable layer,
-    a gamma/beta variable with ``trainable=False`` -> ``requires_grad=False``. Training differs in the running-variance
-    update (module docstring).
+    a gamma/beta variable with ``trainable=False`` -> ``requires_grad=False``. Training
+    differs in the running-variance update (module docstring).
 
     Args:
         layer_or_config: a built Keras ``BatchNormalization`` (any backend); or its
@@ -201,6 +201,8 @@ def from_keras(
     """
     fn = "from_keras"
     config, weights, variable_trainable, ndim = _read_source(layer_or_config, weights, fn)
+    if isinstance(config.get("name"), str):
+        fn = f"{fn}: Keras layer {config['name']!r}"
     options = _read_options(config, eval_only, fn)
     scale, center = options["scale"], options["center"]
     arrays = _read_weights(weights, scale, center, config.get("renorm"), fn)
@@ -479,7 +481,7 @@ def to_keras_config(
     """
     fn = "to_keras_config"
     dim = _check_layer(layer, fn)
-    _check_axis(axis, dim, ndim, fn)
+    _check_axis(axis, dim, ndim, f"{fn}: {type(layer).__name__}({layer.num_features})")
     trainable = _keras_trainable(layer, fn)
     center = layer.bias is not None
     scale = layer.weight is not None and not _gamma_fixed_at_one(layer)
@@ -507,8 +509,9 @@ def to_keras(
     The Keras layer's inference output on data with channels at ``axis`` equals the
     layer's eval output on the same data with channels moved to dim 1. Built for inputs of
     rank ``ndim`` (Keras checks the rank of what it is called on). In a trainable layer,
-    each gamma/beta with ``requires_grad=False`` gets a variable with ``trainable=False``. Arguments and mapping:
-    :func:`to_keras_config`; the Keras backend is whatever keras was imported with.
+    each gamma/beta with ``requires_grad=False`` gets a variable with ``trainable=False``.
+    Arguments and mapping: :func:`to_keras_config`; the Keras backend is whatever keras
+    was imported with.
 
     Args:
         layer: ``BatchNorm1d/2d/3d`` of normkit.nn or torch.nn.
