@@ -37,6 +37,7 @@ from normkit.tools.fold import (
     fold_linear_bn,
 )
 from normkit.tools.freeze import freeze, frozen, is_frozen, unfreeze
+from normkit.tools.keras import KerasConversionError, from_keras, to_keras, to_keras_config
 from normkit.tools.monitor import Monitor, Record, monitor
 from normkit.tools.recalibrate import (
     EMA,
@@ -63,6 +64,7 @@ __all__ = [
     "Findings",
     "FoldError",
     "FoldReport",
+    "KerasConversionError",
     "LayerRow",
     "Monitor",
     "NormRow",
@@ -81,6 +83,7 @@ __all__ = [
     "fold_conv_bn",
     "fold_linear_bn",
     "freeze",
+    "from_keras",
     "frozen",
     "is_batch_norm",
     "is_frozen",
@@ -92,5 +95,7 @@ __all__ = [
     "recalibration",
     "replace_modules",
     "summary",
+    "to_keras",
+    "to_keras_config",
     "unfreeze",
 ]
