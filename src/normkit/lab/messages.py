@@ -381,4 +381,268 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "One seed per cell: differences of a point or two are within run-to-run noise.",
         "ko": "칸마다 시드 하나입니다. 1~2%p 차이는 실행마다 생기는 잡음 안에 있습니다.",
     },
+    # ------------------------------------------------------------------ affine
+    "affine.title": {
+        "en": "BatchNorm's scale and shift: with and without learnable gamma and beta",
+        "ko": "BatchNorm의 스케일과 시프트: 학습되는 감마·베타가 있을 때와 없을 때",
+    },
+    "affine.learnable": {"en": "learnable γ, β (from 1, 0)", "ko": "학습되는 γ, β (1, 0에서 시작)"},
+    "affine.no_affine": {"en": "no γ, β (affine=False)", "ko": "γ, β 없음 (affine=False)"},
+    "affine.gamma0": {"en": "learnable, from γ=0, β=1", "ko": "학습됨, γ=0, β=1에서 시작"},
+    "affine.fixed0": {"en": "γ fixed at 0", "ko": "γ를 0으로 고정"},
+    "affine.headline": {
+        "en": "test accuracy after {steps} steps: learnable γ, β {learnable}, no γ, β "
+        "{no_affine}, learnable from γ=0, β=1 {gamma0}, γ fixed at 0 {fixed0}; the learned γ "
+        "moved {gamma_moved} from 1 and β {beta_moved} from 0 on average (layers 1 / 2 / 3)",
+        "ko": "{steps}스텝 뒤 테스트 정확도: 학습되는 γ, β {learnable}, γ, β 없음 "
+        "{no_affine}, γ=0, β=1에서 시작 {gamma0}, γ를 0으로 고정 {fixed0}; 학습된 γ는 1에서 "
+        "평균 {gamma_moved}, β는 0에서 평균 {beta_moved}만큼 움직임 (1 / 2 / 3층)",
+    },
+    "affine.col_gamma": {"en": "mean |γ − 1| per layer", "ko": "층별 평균 |γ − 1|"},
+    "affine.col_beta": {"en": "mean |β| per layer", "ko": "층별 평균 |β|"},
+    "affine.caption": {
+        "en": "(a) test accuracy during training for the four configurations of γ and β; "
+        "(b, c) the learned γ and β of each BatchNorm layer after training: median over the "
+        "layer's 100 units, shaded from the 15th to the 85th percentile.",
+        "ko": "(a) γ와 β의 네 가지 구성에서 학습 중 테스트 정확도. (b, c) 학습을 마친 뒤 각 "
+        "BatchNorm 층의 γ와 β: 층의 유닛 100개에 대한 중앙값, 음영은 15~85 백분위수.",
+    },
+    "affine.explanation": {
+        "en": "Panel (a) compares how well the network learns in each configuration; a curve "
+        "stuck at about 10% is guessing. Panels (b) and (c) show where γ and β ended up, "
+        "layer by layer; the dotted line is where every framework starts them (γ = 1, "
+        "β = 0). Distance from that line is what the network chose to undo or add to the "
+        "plain normalization.",
+        "ko": "(a)는 구성마다 네트워크가 얼마나 잘 배우는지 비교합니다. 10% 근처에 머문 "
+        "곡선은 찍고 있는 것입니다. (b)와 (c)는 γ와 β가 층마다 어디에 자리 잡았는지 "
+        "보여 줍니다. 점선은 모든 프레임워크가 쓰는 시작값(γ = 1, β = 0)이고, 이 선에서 "
+        "떨어진 만큼이 네트워크가 단순한 정규화를 스스로 고쳐 쓴 정도입니다.",
+    },
+    "affine.note_model": {
+        "en": "Data: {data}. Model: MLP {inputs}-100-100-100-{classes}, Linear -> BatchNorm "
+        "-> sigmoid, plain SGD lr {lr}, batch {batch}; all four networks start from the same "
+        "Linear weights and see the same mini-batches.",
+        "ko": "데이터: {data}. 모델: MLP {inputs}-100-100-100-{classes}, Linear -> "
+        "BatchNorm -> 시그모이드, 모멘텀 없는 SGD(lr {lr}), 배치 {batch}. 네 네트워크 모두 "
+        "같은 Linear 가중치에서 출발해 같은 미니배치를 봅니다.",
+    },
+    "affine.note_gamma0": {
+        "en": "With γ = 0 everywhere training cannot start: a BN layer with γ = 0 outputs β for "
+        "every example, so the next layer sees the same input across the batch, normalizes it "
+        "to 0 and its γ gets no gradient (dγ = Σ g·x̂); the gradient sent down through a layer "
+        "is multiplied by its γ, so the first layer's γ gets none either. Every γ stays 0: "
+        "learned from 0 or held there, the numbers are the same.",
+        "ko": "모든 층의 γ가 0이면 학습이 시작되지 못합니다. γ = 0인 BN 층은 모든 예제에 "
+        "β만 내보내므로 다음 층은 배치 전체에서 같은 입력을 받고, 이를 정규화하면 0이 되어 그 "
+        "층의 γ에는 기울기가 생기지 않습니다(dγ = Σ g·x̂). 아래로 내려가는 기울기에도 그 층의 "
+        "γ가 곱해지므로 첫 층의 γ도 기울기를 받지 못합니다. 결국 모든 γ가 0에 머물러, 0에서 "
+        "학습을 시작하든 0에 고정하든 결과가 똑같습니다.",
+    },
+    "affine.note_residual": {
+        "en": "γ = 0 at the start is a deliberate trick only in residual networks, for the last "
+        "BN of each residual branch (Goyal et al. 2017): there the identity path still carries "
+        "the signal, so each block starts as the identity.",
+        "ko": "γ를 0으로 시작하는 것이 일부러 쓰는 요령인 곳은 잔차 네트워크뿐입니다. 각 잔차 "
+        "가지의 마지막 BN에만 씁니다(Goyal 외 2017). 그곳에서는 항등 경로가 신호를 계속 "
+        "전달하므로 각 블록이 항등 함수로 출발하게 됩니다.",
+    },
+    "affine.panel_accuracy": {"en": "(a) test accuracy", "ko": "(a) 테스트 정확도"},
+    "affine.panel_gamma": {
+        "en": "({letter}) learned γ per layer",
+        "ko": "({letter}) 층별로 학습된 γ",
+    },
+    "affine.panel_beta": {
+        "en": "({letter}) learned β per layer",
+        "ko": "({letter}) 층별로 학습된 β",
+    },
+    "affine.layer": {"en": "BatchNorm layer", "ko": "BatchNorm 층"},
+    "affine.gamma_axis": {
+        "en": "γ (median, 15-85th percentiles)",
+        "ko": "γ (중앙값, 15~85 백분위수)",
+    },
+    "affine.beta_axis": {
+        "en": "β (median, 15-85th percentiles)",
+        "ko": "β (중앙값, 15~85 백분위수)",
+    },
+    "affine.start": {"en": "framework start: {value}", "ko": "프레임워크 시작값: {value}"},
+    "affine.suptitle": {
+        "en": "MLP 3x100 sigmoid with BatchNorm on {dataset}",
+        "ko": "{dataset} 데이터, BatchNorm을 넣은 3x100 시그모이드 MLP",
+    },
+    # ------------------------------------------------------------------ inference-stats
+    "inference-stats.title": {
+        "en": "Statistics for inference: moving averages, every batch's statistics, the "
+        "cumulative average, recalibration",
+        "ko": "추론에 쓸 통계: 이동 평균, 모든 배치의 통계, 누적 평균, 재보정",
+    },
+    "inference-stats.moving": {
+        "en": "moving average, momentum {momentum}",
+        "ko": "이동 평균, momentum {momentum}",
+    },
+    "inference-stats.every": {
+        "en": "every batch's statistics, averaged",
+        "ko": "모든 배치의 통계를 저장해 평균",
+    },
+    "inference-stats.cumulative": {
+        "en": "cumulative average (momentum=None)",
+        "ko": "누적 평균 (momentum=None)",
+    },
+    "inference-stats.recal": {"en": "recalibrated after training", "ko": "학습 후 재보정"},
+    "inference-stats.stores_moving": {"en": "2 vectors per layer", "ko": "층마다 벡터 2개"},
+    "inference-stats.stores_every": {
+        "en": "2 vectors per layer per step",
+        "ko": "층마다, 스텝마다 벡터 2개",
+    },
+    "inference-stats.stores_cumulative": {"en": "2 vectors per layer", "ko": "층마다 벡터 2개"},
+    "inference-stats.stores_recal": {
+        "en": "2 vectors per layer (+ a pass over the training set)",
+        "ko": "층마다 벡터 2개 (+ 학습 세트 한 바퀴)",
+    },
+    "inference-stats.headline": {
+        "en": "after {steps} steps at batch {batch}: every batch's statistics averaged "
+        "{every} ({every_memory} stored), exactly the cumulative average (momentum=None) "
+        "{cumulative} ({cumulative_memory}); moving averages, momentum {moving}; recalibrated "
+        "{recal}",
+        "ko": "배치 {batch}로 {steps}스텝 학습한 뒤: 모든 배치의 통계를 저장해 평균 {every} "
+        "(저장량 {every_memory}), 누적 평균(momentum=None)과 정확히 같음 {cumulative} "
+        "({cumulative_memory}); 이동 평균 momentum별 {moving}; 재보정 {recal}",
+    },
+    "inference-stats.col_estimator": {
+        "en": "statistics used at test time",
+        "ko": "테스트 때 쓰는 통계",
+    },
+    "inference-stats.col_stores": {"en": "what is kept", "ko": "저장하는 것"},
+    "inference-stats.col_values": {"en": "values stored", "ko": "저장 값 개수"},
+    "inference-stats.col_memory": {"en": "memory (float32)", "ko": "메모리 (float32)"},
+    "inference-stats.caption": {
+        "en": "(a) test accuracy of one and the same trained CNN with each kind of stored "
+        "statistics, at each evaluation during training; (b) accuracy at the end against the "
+        "memory the statistics take (log scale).",
+        "ko": "(a) 똑같이 학습된 CNN 하나를 저장 통계의 종류만 바꿔 가며 학습 중 평가한 테스트 "
+        "정확도. (b) 마지막 정확도와 그 통계가 차지하는 메모리(로그 축).",
+    },
+    "inference-stats.explanation": {
+        "en": "All lines come from the same weights, so they differ only in the mean and "
+        "variance each BatchNorm layer uses at test time. In (a), a line that lags below the "
+        "others is using statistics of an older network; the dashed and dotted lines (every "
+        "batch averaged, cumulative average) lie on top of each other. In (b), further right "
+        "means more memory: storing every batch costs thousands of times more and buys "
+        "nothing.",
+        "ko": "모든 선은 같은 가중치에서 나왔으므로, 차이는 오직 테스트 때 각 BatchNorm 층이 "
+        "쓰는 평균과 분산에서 옵니다. (a)에서 다른 선보다 뒤처지는 선은 예전 네트워크의 "
+        "통계를 쓰고 있는 것입니다. 파선(모든 배치 평균)과 점선(누적 평균)은 서로 겹칩니다. "
+        "(b)에서 오른쪽일수록 메모리를 더 씁니다. 모든 배치를 저장하면 수천 배의 메모리를 "
+        "쓰지만 얻는 것은 없습니다.",
+    },
+    "inference-stats.note_model": {
+        "en": "Data: {data}. Model: the 3-block CNN with BatchNorm; SGD lr {lr}, momentum "
+        "{momentum}, constant rate, batch {batch}.",
+        "ko": "데이터: {data}. 모델: BatchNorm을 넣은 3블록 CNN. SGD lr {lr}, 모멘텀 "
+        "{momentum}, 고정 학습률, 배치 {batch}.",
+    },
+    "inference-stats.note_same_training": {
+        "en": "One training run: a forward pre-hook on every BatchNorm layer feeds each batch's "
+        "per-channel mean and unbiased variance to every estimator; at each evaluation a copy "
+        "of the network gets each estimator's statistics in its BN buffers.",
+        "ko": "학습은 한 번만 합니다. 각 BatchNorm 층의 forward pre-hook이 배치마다 채널별 "
+        "평균과 불편 분산을 모든 추정 방식에 넘기고, 평가할 때마다 네트워크 사본의 BN "
+        "버퍼에 방식별 통계를 넣어 잽니다.",
+    },
+    "inference-stats.note_every_is_cumulative": {
+        "en": "Averaging every stored batch statistic is exactly what torch's momentum=None "
+        "computes on the fly (the k-th batch enters with weight 1/k): same numbers, two "
+        "vectors per layer instead of two per layer and step. Both weigh the first batches, "
+        "made by weights long gone, as much as the last.",
+        "ko": "저장한 배치 통계를 모두 평균하는 것은 torch의 momentum=None이 그때그때 "
+        "계산하는 값과 정확히 같습니다(k번째 배치가 가중치 1/k로 들어감). 결과는 같고, 저장은 "
+        "스텝마다 벡터 2개가 아니라 층마다 벡터 2개면 됩니다. 둘 다 이미 사라진 가중치가 만든 "
+        "초기 배치를 마지막 배치와 똑같은 비중으로 섞습니다.",
+    },
+    "inference-stats.note_recal": {
+        "en": "Recalibrated: normkit.tools.recalibrate (population strategy) on a copy, the "
+        "exact mean and unbiased variance over the whole training set with the current "
+        "weights (chunks of {chunk}).",
+        "ko": "재보정: 사본에 normkit.tools.recalibrate(population 방식)를 적용해, 현재 "
+        "가중치로 학습 세트 전체({chunk}개씩 나눠 계산)의 정확한 평균과 불편 분산을 "
+        "구했습니다.",
+    },
+    "inference-stats.panel_time": {
+        "en": "(a) the same network, different statistics",
+        "ko": "(a) 같은 네트워크, 다른 통계",
+    },
+    "inference-stats.panel_memory": {
+        "en": "(b) accuracy at the end vs memory",
+        "ko": "(b) 마지막 정확도와 메모리",
+    },
+    "inference-stats.memory_axis": {
+        "en": "memory of the stored statistics (KiB, log scale)",
+        "ko": "저장한 통계의 메모리 (KiB, 로그 축)",
+    },
+    "inference-stats.suptitle": {
+        "en": "CNN with BatchNorm on {dataset}, batch {batch}",
+        "ko": "{dataset} 데이터, BatchNorm CNN, 배치 {batch}",
+    },
+    # ------------------------------------------------------------------ dropout
+    "dropout.title": {
+        "en": "BatchNorm and dropout: train and test accuracy, and the generalization gap",
+        "ko": "BatchNorm과 드롭아웃: 학습·테스트 정확도와 일반화 격차",
+    },
+    "dropout.none": {"en": "no regularization", "ko": "규제 없음"},
+    "dropout.dropout": {"en": "dropout", "ko": "드롭아웃"},
+    "dropout.bn": {"en": "BN", "ko": "BN"},
+    "dropout.both": {"en": "BN + dropout", "ko": "BN + 드롭아웃"},
+    "dropout.headline": {
+        "en": "test accuracy and gap (train − test, points), mean of {seeds} seeds: {results}",
+        "ko": "테스트 정확도와 격차(학습 − 테스트, %p), 시드 {seeds}개 평균: {results}",
+    },
+    "dropout.headline_part": {
+        "en": "{variant} {test} (gap {gap})",
+        "ko": "{variant} {test} (격차 {gap})",
+    },
+    "dropout.col_train": {"en": "train acc (mean ± sd)", "ko": "학습 정확도 (평균 ± 표준편차)"},
+    "dropout.col_test": {"en": "test acc (mean ± sd)", "ko": "테스트 정확도 (평균 ± 표준편차)"},
+    "dropout.col_gap": {"en": "gap, points (mean ± sd)", "ko": "격차, %p (평균 ± 표준편차)"},
+    "dropout.caption": {
+        "en": "(a) test accuracy during training and (b) the generalization gap, training-set "
+        "minus test-set accuracy, for an MLP with neither, dropout (p = {p}), BatchNorm, or "
+        "both (mean over seeds, shaded: min-max).",
+        "ko": "(a) 학습 중 테스트 정확도, (b) 일반화 격차(학습 세트 정확도 − 테스트 세트 "
+        "정확도). 아무것도 없는 MLP, 드롭아웃(p = {p}), BatchNorm, 둘 다 쓴 MLP를 "
+        "비교합니다(시드 평균, 음영은 최솟값~최댓값).",
+    },
+    "dropout.explanation": {
+        "en": "Panel (a) is what matters in the end: accuracy on examples the network never "
+        "trained on. Panel (b) shows how much better the network does on its training set than "
+        "on new data; a large gap means it memorizes. A regularizer is worth having if it "
+        "lowers the gap without lowering the curve in (a).",
+        "ko": "결국 중요한 것은 (a), 네트워크가 학습 때 본 적 없는 예제의 정확도입니다. "
+        "(b)는 학습 세트에서의 성적이 새 데이터보다 얼마나 좋은지 보여 줍니다. 격차가 크면 "
+        "외우고 있다는 뜻입니다. (a)의 곡선을 낮추지 않으면서 격차를 줄일 때 규제 기법을 쓸 "
+        "가치가 있습니다.",
+    },
+    "dropout.note_model": {
+        "en": "Data: {data}. Model: MLP {inputs}-{hidden}-{classes} with ReLU; per hidden "
+        "layer Linear -> [BN] -> ReLU -> [Dropout(p = {p})]. The four networks of a seed start "
+        "from the same Linear weights and see the same mini-batches.",
+        "ko": "데이터: {data}. 모델: ReLU를 쓰는 MLP {inputs}-{hidden}-{classes}, 은닉층마다 "
+        "Linear -> [BN] -> ReLU -> [Dropout(p = {p})]. 같은 시드의 네 네트워크는 같은 "
+        "Linear 가중치에서 출발해 같은 미니배치를 봅니다.",
+    },
+    "dropout.note_training": {
+        "en": "SGD lr {lr}, momentum {momentum}, cosine decay, batch {batch}, {steps} steps.",
+        "ko": "SGD lr {lr}, 모멘텀 {momentum}, 코사인 감쇠, 배치 {batch}, {steps}스텝.",
+    },
+    "dropout.note_eval": {
+        "en": "Both accuracies in eval mode: dropout off, BatchNorm with its running "
+        "statistics. The gap uses the whole training set.",
+        "ko": "두 정확도 모두 eval 모드로 쟀습니다. 드롭아웃은 꺼지고 BatchNorm은 running "
+        "통계를 씁니다. 격차는 학습 세트 전체로 계산했습니다.",
+    },
+    "dropout.panel_test": {"en": "(a) test accuracy", "ko": "(a) 테스트 정확도"},
+    "dropout.panel_gap": {"en": "(b) generalization gap", "ko": "(b) 일반화 격차"},
+    "dropout.gap_axis": {"en": "train − test accuracy (points)", "ko": "학습 − 테스트 정확도 (%p)"},
+    "dropout.suptitle": {
+        "en": "MLP on {dataset}, {seeds} seeds",
+        "ko": "{dataset} 데이터의 MLP, 시드 {seeds}개",
+    },
 }

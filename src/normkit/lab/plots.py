@@ -50,6 +50,7 @@ class Panel:
     logx: float | None = None  # log base of the x axis (None: linear)
     ylim: tuple[float, float] | None = None
     percent: bool = False  # y values are fractions shown as percentages
+    xticks: Sequence[float] | None = None  # label exactly these x values (e.g. layer numbers)
 
 
 def _pyplot():
@@ -136,6 +137,8 @@ def _draw(plt, path: Path, panels: list[Panel], suptitle: str | None) -> Path:
             if len(ticks) <= 12:  # label the measured points with plain numbers
                 ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
                 ax.xaxis.set_minor_locator(NullLocator())
+        if panel.xticks is not None:
+            ax.set_xticks(list(panel.xticks), [f"{t:g}" for t in panel.xticks])
         if panel.ylim:
             ax.set_ylim(*panel.ylim)
         if panel.percent:
