@@ -60,14 +60,15 @@ def test_both_languages_have_the_same_eight_chapters():
     assert "docs/learn/README.md" in readme and "docs/learn/ko/" in readme
 
 
-def test_every_chapter_has_code_and_a_lab_result():
+def test_every_chapter_has_code_and_the_command_behind_its_numbers():
     for lang in LANGS:
         for path in CHAPTERS[lang]:
             text = path.read_text(encoding="utf-8")
             assert cells_with_outputs(path), f"{path} has no code cell"
             # jupytext sees every ```python block as a cell (none hidden in other markup)
             assert len(cells_with_outputs(path)) == text.count("```python\n"), path
-            assert "normkit lab" in text or "nk.reference" in text or "reference" in text, path
+            # the command that reproduces what the chapter quotes (or the reference it reads)
+            assert "```console\n$ normkit " in text or "`normkit.reference`" in text, path
 
 
 def test_chapter_images_exist():
@@ -90,4 +91,6 @@ def test_chapter_cells_run_and_print_what_the_page_shows(path, tmp_path, monkeyp
         with contextlib.redirect_stdout(out):
             exec(compile(source, f"{path.name} cell {index}", "exec"), namespace)
         if expected is not None:
-            assert out.getvalue() == expected, f"{path.name} cell {index} printed:\n{out.getvalue()}"
+            assert out.getvalue() == expected, (
+                f"{path.name} cell {index} printed:\n{out.getvalue()}"
+            )
