@@ -15,8 +15,13 @@ on the same mini-batches, for several seeds:
 
 Measured over training: accuracy on the whole training set and on the test set (eval
 mode: no dropout, BN with its running statistics) and their difference, the
-generalization gap. MNIST-1D suits this: an MLP fits its 4,000 training sequences
-perfectly while staying far from that on the test set.
+generalization gap. MNIST-1D suits this: an MLP reaches about 99% on its 4,000 training
+sequences and about 70% on the test set.
+
+Protocol: MLP 40-512-512-10, SGD with momentum 0.9 and cosine decay from ``--lr``, dropout
+probability ``--p`` (default 0.2), ``--seeds`` seeds (default 3; each seed its own initial
+weights and batch order, shared by the four variants); train and test accuracy every
+``--eval-every`` steps.
 """
 
 from __future__ import annotations

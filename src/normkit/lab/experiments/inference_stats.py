@@ -22,6 +22,11 @@ buffers. Memory counts the stored float32 values (every BatchNorm also keeps its
 ``num_batches_tracked`` counter, whatever the momentum). Averaging every batch's
 statistics weighs the early batches, made by weights long gone, as much as the last ones:
 so does the cumulative average, which is the same number.
+
+Protocol: the 3-block CNN with BatchNorm, SGD with momentum 0.9 and cosine decay from
+``--lr``, batch ``--batch-size`` (default 8, small enough for noisy batch statistics),
+moving-average momenta ``--momenta``; every estimator evaluated on the test set every
+``--eval-every`` steps.
 """
 
 from __future__ import annotations
