@@ -13,10 +13,10 @@ from normkit.lab import registry, runner
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def run_small(name: str, out: Path, **overrides):
-    """The experiment's smoke config (plus overrides) run into ``out``."""
+def run_small(name: str, out: Path, lang: str | None = None, **overrides):
+    """The experiment's smoke config (plus overrides) run into ``out``, in ``lang``."""
     cfg = registry.get(name).config(smoke=True, **overrides)
-    return runner.run_experiment(name, cfg, out)
+    return runner.run_experiment(name, cfg, out, lang=lang)
 
 
 class ReportParser(HTMLParser):

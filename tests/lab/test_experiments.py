@@ -21,7 +21,16 @@ RUNNING_STATS_KINDS = ("bn", "brn", "gbn")
 
 
 def test_registry_lists_every_experiment():
-    assert registry.names() == ["ics", "batch-size", "lr", "placement", "eval-gap"]
+    assert registry.names() == [
+        "ics",
+        "batch-size",
+        "lr",
+        "placement",
+        "eval-gap",
+        "affine",
+        "inference-stats",
+        "dropout",
+    ]
     with pytest.raises(LabError, match="did you mean 'eval-gap'"):
         registry.get("evalgap")
 
@@ -160,7 +169,16 @@ def test_all_smoke_writes_one_combined_report(tmp_path):
     assert [r.experiment for r in results] == registry.names()
     summary = json.loads((tmp_path / "results.json").read_text())
     assert [e["experiment"] for e in summary["experiments"]] == registry.names()
-    figures = ["ics.png", "batch_size.png", "lr.png", "placement.png", "eval_gap.png"]
+    figures = [
+        "ics.png",
+        "batch_size.png",
+        "lr.png",
+        "placement.png",
+        "eval_gap.png",
+        "affine.png",
+        "inference_stats.png",
+        "dropout.png",
+    ]
     parsed = check_report(tmp_path / "report.html", figures)
     assert len(parsed.images) == len(figures)
     for r in results:

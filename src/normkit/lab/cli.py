@@ -2,9 +2,11 @@
 
     normkit lab list                      the experiments and their defaults
     normkit lab ics [--steps N] [--seed S] [--lr LR] [--batch-size B] [--data D] [--out DIR]
-    normkit lab batch-size | lr | placement | eval-gap   (same flags, plus their own)
+    normkit lab batch-size | lr | placement | eval-gap | affine | inference-stats | dropout
+                                          (same flags, plus their own)
     normkit lab all [--smoke] [--out DIR] every experiment and one combined report
     normkit lab report RUN_DIR            re-render report.html from a run directory
+    --lang ko                             the report, plots and printed tables in Korean
 
 ``--lr`` and ``--batch-size`` take comma-separated lists in the experiments that sweep them.
 Mistakes (unknown names, bad values, unreadable data, unwritable output) end with one
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from normkit.cli import CommandError
+from normkit.lab.i18n import LANGUAGES
 
 COMMON_FLAGS = ("steps", "seed", "lr", "batch_size", "data", "eval_every")
 
@@ -76,6 +79,11 @@ def _add_common(parser: argparse.ArgumentParser, defaults: str) -> None:
     out.add_argument("--out", type=Path, help="output directory (default: lab-output/NAME)")
     out.add_argument("--smoke", action="store_true", help="a tiny configuration (seconds; for CI)")
     out.add_argument("--quiet", action="store_true", help="no progress bars")
+    out.add_argument(
+        "--lang",
+        choices=LANGUAGES,
+        help="language of the report, the plots and the printed summary: en (default) or ko",
+    )
     out.add_argument(
         "--threads",
         type=_int,
@@ -159,7 +167,7 @@ def _set_threads(n: int) -> None:
 
 
 def _experiment_main(args: argparse.Namespace) -> int:
-    from normkit.lab import registry, runner
+    from normkit.lab import i18n, registry, runner
     from normkit.lab.errors import LabError
 
     _set_threads(args.threads)
@@ -175,31 +183,32 @@ def _experiment_main(args: argparse.Namespace) -> int:
         out = runner.prepare_out_dir(
             args.out if args.out is not None else Path("lab-output") / args.name
         )
-        _announce(exp, cfg, out)
-        with runner.quiet(args.quiet):
-            result = runner.run_experiment(args.name, cfg, out)
+        with i18n.language(args.lang):
+            _announce(exp, cfg, out)
+            with runner.quiet(args.quiet):
+                result = runner.run_experiment(args.name, cfg, out)
+            _print_result(result)
     except LabError as exc:
         raise CommandError(str(exc)) from None
-    _print_result(result)
     print(f"report: {Path(result.out_dir, 'report.html').resolve()}")
     return 0
 
 
 def _all_main(args: argparse.Namespace) -> int:
-    from normkit.lab import runner
+    from normkit.lab import i18n, runner
     from normkit.lab.errors import LabError
 
     _set_threads(args.threads)
     out = args.out if args.out is not None else Path("lab-output") / "all"
     start = time.perf_counter()
     try:
-        with runner.quiet(args.quiet):
+        with i18n.language(args.lang), runner.quiet(args.quiet):
             results = runner.run_all(
                 out, smoke=args.smoke, on_result=_print_result, **_overrides(args)
             )
+            _print_overview(results, time.perf_counter() - start)
     except LabError as exc:
         raise CommandError(str(exc)) from None
-    _print_overview(results, time.perf_counter() - start)
     print(f"report: {Path(out, 'report.html').resolve()}")
     return 0
 
@@ -262,27 +271,43 @@ def _table(title: str, columns: list[str], rows: list[list[Any]], caption: str |
 
 def _announce(exp, cfg, out: Path) -> None:
     from normkit.lab.datasets import load_dataset
+    from normkit.lab.experiments._common import data_summary
+    from normkit.lab.i18n import tr
 
     print(
-        f"{exp.name}: {exp.title}\n  data {load_dataset(cfg.data).summary()}; "
-        f"{cfg.steps} steps, lr {','.join(map(str, cfg.lr))}, batch "
-        f"{','.join(map(str, cfg.batch_size))}, seed {cfg.seed} -> {out}"
+        tr(
+            "cli.announce",
+            name=exp.name,
+            title=tr(f"{exp.name}.title"),
+            data=data_summary(load_dataset(cfg.data)),
+            steps=cfg.steps,
+            lr=",".join(map(str, cfg.lr)),
+            batch=",".join(map(str, cfg.batch_size)),
+            seed=cfg.seed,
+            out=out,
+        )
     )
 
 
 def _print_result(result) -> None:
+    from normkit.lab.i18n import tr
+
+    seconds = f"{result.seconds:.1f}"
     _table(
         f"{result.experiment}: {result.title}",
         result.columns,
         result.rows,
-        caption=f"{result.experiment} took {result.seconds:.1f} s",
+        caption=tr("cli.took", lang=result.lang, name=result.experiment, seconds=seconds),
     )
     print(f">> {result.experiment}: {result.headline}")
-    print(f"   time {result.seconds:.1f} s; files in {result.out_dir}")
+    print(tr("cli.files", lang=result.lang, seconds=seconds, out=result.out_dir))
     sys.stdout.flush()
 
 
 def _print_overview(results, total: float) -> None:
+    from normkit.lab.i18n import tr
+
     rows = [[r.experiment, r.headline, f"{r.seconds:.1f} s"] for r in results]
-    _table("normkit lab: all experiments", ["experiment", "headline", "time"], rows)
-    print(f"total time {total:.1f} s")
+    columns = [tr(f"report.col_{c}") for c in ("experiment", "headline", "time")]
+    _table(tr("cli.overview"), columns, rows)
+    print(tr("cli.total", seconds=f"{total:.1f}"))

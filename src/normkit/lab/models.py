@@ -16,23 +16,23 @@ from torch import nn
 
 import normkit.nn as nknn
 from normkit.lab.errors import LabError
+from normkit.lab.i18n import tr
 
-NORM_LABELS = {
-    "bn": "BatchNorm",
-    "gn": "GroupNorm",
-    "ln": "LayerNorm",
-    "in": "InstanceNorm",
-    "none": "no norm",
-    "brn": "BatchRenorm",
-    "gbn": "GhostBatchNorm",
-}
+NORM_KINDS = ("bn", "gn", "ln", "in", "none", "brn", "gbn")
+# English names (identifiers in results); norm_label() gives the report's language.
+NORM_LABELS = {kind: tr(f"norm.{kind}", lang="en") for kind in NORM_KINDS}
 GROUPS = 8  # GroupNorm groups (channels per group = C / 8)
 GHOST_BATCH = 16  # GhostBatchNorm virtual batch size
 
 
 def available_norms() -> list[str]:
     """Every normalization kind ``make_norm`` builds, in the lab's display order."""
-    return list(NORM_LABELS)
+    return list(NORM_KINDS)
+
+
+def norm_label(kind: str) -> str:
+    """The display name of normalization ``kind`` in the current report language."""
+    return tr(f"norm.{kind}")
 
 
 def make_norm(
@@ -42,16 +42,20 @@ def make_norm(
     *,
     momentum: float | None = 0.1,
     steps: int = 0,
+    affine: bool = True,
 ) -> nn.Module:
     """One normalization layer for ``(N, channels, *spatial)`` inputs.
 
     ``spatial == ()`` means a flat ``(N, channels)`` input (an MLP). ``momentum`` applies to
     the layers with running statistics (torch convention). ``steps`` sets BatchRenorm's
-    warm-up (a quarter of the training steps).
+    warm-up (a quarter of the training steps). ``affine=False`` leaves out BatchNorm's
+    learnable scale and shift (gamma, beta).
     """
     d = max(len(spatial), 1)
+    if not affine and kind != "bn":
+        raise LabError(f"affine=False is only offered for BatchNorm, not {kind!r}")
     if kind == "bn":
-        return getattr(nknn, f"BatchNorm{d}d")(channels, momentum=momentum)
+        return getattr(nknn, f"BatchNorm{d}d")(channels, momentum=momentum, affine=affine)
     if kind == "gn":
         return nknn.GroupNorm(math.gcd(GROUPS, channels), channels)
     if kind == "ln":
@@ -83,18 +87,27 @@ def mlp(
     norm: str = "none",
     placement: str = "before",
     momentum: float | None = 0.1,
+    affine: bool = True,
+    dropout: float = 0.0,
 ) -> nn.Sequential:
-    """Flatten -> [Linear -> norm -> act] x len(hidden) -> Linear.
+    """Flatten -> [Linear -> norm -> act (-> Dropout)] x len(hidden) -> Linear.
 
-    ``placement="after"`` puts the normalization after the activation. Linear layers keep
-    their bias in every variant so that two networks can share one initialisation.
+    ``placement="after"`` puts the normalization after the activation. ``dropout > 0``
+    appends ``nn.Dropout(dropout)`` to every hidden block (after the activation, and after
+    the normalization whichever its placement). ``affine=False``: BatchNorm without gamma
+    and beta. Linear layers keep their bias in every variant so that two networks can share
+    one initialisation.
     """
+    if not 0.0 <= dropout < 1.0:
+        raise LabError(f"dropout must be in [0, 1), got {dropout!r}")
     act = _activation(activation)
     layers: list[nn.Module] = [nn.Flatten()]
     width = in_features
     for h in hidden:
-        block = [nn.Linear(width, h), make_norm(norm, h, momentum=momentum), act()]
-        layers += _place(block, placement)
+        norm_layer = make_norm(norm, h, momentum=momentum, affine=affine)
+        layers += _place([nn.Linear(width, h), norm_layer, act()], placement)
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
         width = h
     layers.append(nn.Linear(width, num_classes))
     return nn.Sequential(*layers)

@@ -2,15 +2,27 @@
 
 Every experiment describes its figure as :class:`Panel`\\ s of :class:`Series` and calls
 :func:`save_panels`; styling lives here only.
+
+Korean text (report language ``ko``) is drawn with NanumGothic, the font file that the
+``koreanize-matplotlib`` package ships (a dependency of the ``lab`` extra), so no system
+font is assumed. The font is registered with matplotlib's font manager when a Korean figure
+is first drawn and selected only inside that figure's ``rc_context``; the package's own
+module, which rewrites the global rcParams when imported, is never imported.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from normkit.lab import i18n
 from normkit.lab.errors import LabError
+
+KOREAN_FONT_PACKAGE = "koreanize-matplotlib"
+KOREAN_FONT_FILE = "koreanize_matplotlib/fonts/NanumGothic.ttf"
 
 # Colour-blind-safe palette (Okabe & Ito 2008), one colour per label across all figures.
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
@@ -38,6 +50,7 @@ class Panel:
     logx: float | None = None  # log base of the x axis (None: linear)
     ylim: tuple[float, float] | None = None
     percent: bool = False  # y values are fractions shown as percentages
+    xticks: Sequence[float] | None = None  # label exactly these x values (e.g. layer numbers)
 
 
 def _pyplot():
@@ -51,9 +64,59 @@ def _pyplot():
     return plt
 
 
+def korean_font_file() -> Path:
+    """The NanumGothic TrueType file shipped by the ``koreanize-matplotlib`` package.
+
+    Located through the package's installed metadata, without importing it.
+    """
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution(KOREAN_FONT_PACKAGE)
+    except metadata.PackageNotFoundError:
+        raise LabError(
+            f"Korean plots need the font shipped by {KOREAN_FONT_PACKAGE}: "
+            "pip install 'normkit[lab]'"
+        ) from None
+    path = Path(str(dist.locate_file(KOREAN_FONT_FILE)))
+    if not path.is_file():
+        raise LabError(f"{KOREAN_FONT_PACKAGE} is installed but has no {KOREAN_FONT_FILE}")
+    return path
+
+
+@functools.cache
+def _registered_korean_family() -> str:
+    """Register the Korean font with matplotlib (once) and return its family name."""
+    from matplotlib import font_manager
+
+    path = korean_font_file()
+    font_manager.fontManager.addfont(str(path))
+    return font_manager.FontProperties(fname=str(path)).get_name()
+
+
+def font_settings(lang: str | None = None) -> dict[str, Any]:
+    """The rcParams a figure in ``lang`` (default: the current language) is drawn with.
+
+    Korean: NanumGothic first, DejaVu Sans (matplotlib's own) as the per-glyph fallback,
+    and an ASCII hyphen for minus signs (NanumGothic has no U+2212). English: nothing.
+    """
+    if (lang or i18n.current()) != "ko":
+        return {}
+    return {
+        "font.family": [_registered_korean_family(), "DejaVu Sans"],
+        "axes.unicode_minus": False,
+    }
+
+
 def save_panels(path: Path, panels: list[Panel], suptitle: str | None = None) -> Path:
-    """Draw ``panels`` side by side (at most 3 per row) into the PNG ``path``."""
+    """Draw ``panels`` side by side (at most 3 per row) into the PNG ``path``, with the
+    font of the current report language."""
     plt = _pyplot()
+    with plt.rc_context(font_settings()):
+        return _draw(plt, path, panels, suptitle)
+
+
+def _draw(plt, path: Path, panels: list[Panel], suptitle: str | None) -> Path:
     from matplotlib.ticker import NullLocator, PercentFormatter
 
     ncols = min(3, len(panels))
@@ -74,6 +137,8 @@ def save_panels(path: Path, panels: list[Panel], suptitle: str | None = None) ->
             if len(ticks) <= 12:  # label the measured points with plain numbers
                 ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
                 ax.xaxis.set_minor_locator(NullLocator())
+        if panel.xticks is not None:
+            ax.set_xticks(list(panel.xticks), [f"{t:g}" for t in panel.xticks])
         if panel.ylim:
             ax.set_ylim(*panel.ylim)
         if panel.percent:

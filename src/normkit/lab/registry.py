@@ -90,10 +90,12 @@ def _positive_int(flag: str, value: Any) -> None:
 
 @dataclass(frozen=True)
 class Figure:
-    """A PNG written into the run directory, with its caption."""
+    """A PNG written into the run directory, with its caption and, for the reader, two or
+    three plain sentences on what the plot shows and how to read it."""
 
     file: str
     caption: str
+    explanation: str = ""
 
 
 @dataclass
@@ -103,7 +105,8 @@ class Result:
     ``headline``: one sentence with the key numbers. ``columns``/``rows``: the summary
     table. ``metrics``: structured numbers (``results.json``). ``records``: tidy rows (one
     measurement each) written to ``results.csv``. ``figures``: PNGs in the run directory.
-    ``notes``: how to read the results, caveats.
+    ``notes``: how to read the results, caveats. ``lang``: the language of every text
+    field (set by the runner from :func:`normkit.lab.i18n.current`).
     """
 
     experiment: str
@@ -119,6 +122,7 @@ class Result:
     seconds: float = 0.0
     environment: dict[str, Any] = field(default_factory=dict)
     out_dir: Path | None = None
+    lang: str = "en"
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from normkit.lab import registry
+from normkit.lab import i18n, registry
 from normkit.lab.errors import LabError
 from normkit.lab.registry import Config, Result
 
@@ -124,7 +124,7 @@ def environment() -> dict[str, Any]:
     }
     from importlib import metadata
 
-    for dist in ("numba", "matplotlib", "scikit-learn", "mnist1d", "rich"):
+    for dist in ("numba", "matplotlib", "scikit-learn", "mnist1d", "rich", "koreanize-matplotlib"):
         try:
             env[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -196,11 +196,15 @@ def result_dict(result: Result) -> dict[str, Any]:
     """The content of ``results.json``."""
     return {
         "experiment": result.experiment,
+        "lang": result.lang,
         "title": result.title,
         "headline": result.headline,
         "summary": {"columns": result.columns, "rows": result.rows},
         "metrics": result.metrics,
-        "figures": [{"file": f.file, "caption": f.caption} for f in result.figures],
+        "figures": [
+            {"file": f.file, "caption": f.caption, "explanation": f.explanation}
+            for f in result.figures
+        ],
         "notes": result.notes,
         "config": result.config.to_dict() if result.config else None,
         "seconds": round(result.seconds, 2),
@@ -234,18 +238,28 @@ def run_experiment(
     out_dir: str | Path | None = None,
     *,
     report: bool = True,
+    lang: str | None = None,
 ) -> Result:
-    """Run experiment ``name`` with ``cfg`` (its defaults if None) and write its files."""
+    """Run experiment ``name`` with ``cfg`` (its defaults if None) and write its files.
+
+    ``lang`` (``"en"``, ``"ko"``; ``None``: the current :mod:`~normkit.lab.i18n` language)
+    is the language of the report, the plots and every text in ``results.json``; the
+    numbers do not depend on it.
+    """
     from normkit.lab import report as report_mod
 
     exp = registry.get(name)
     cfg = cfg if cfg is not None else exp.config()
     check_config(name, cfg)
+    if lang is not None:
+        i18n.check_language(lang)
     out = prepare_out_dir(out_dir if out_dir is not None else Path("lab-output") / name)
     write_json(out / "config.json", {"experiment": name, **cfg.to_dict()})
     seed_everything(cfg.seed)
     start = time.perf_counter()
-    result = exp.run(cfg, out)
+    with i18n.language(lang) as chosen:
+        result = exp.run(cfg, out)
+    result.lang = chosen
     result.seconds = time.perf_counter() - start
     result.config = cfg
     result.environment = environment()
@@ -266,15 +280,19 @@ def run_all(
     smoke: bool = False,
     names: list[str] | None = None,
     on_result: Callable[[Result], None] | None = None,
+    lang: str | None = None,
     **overrides: Any,
 ) -> list[Result]:
     """Every experiment (or ``names``) into ``out_dir/<name>/`` plus a combined report.
 
     ``overrides`` (steps, seed, lr, batch_size, data, eval_every; ``None`` = keep) apply to
-    every experiment. All configs are validated before the first one runs.
+    every experiment. All configs are validated before the first one runs. ``lang`` as in
+    :func:`run_experiment`.
     """
     from normkit.lab import report as report_mod
 
+    if lang is not None:
+        i18n.check_language(lang)
     chosen = names if names is not None else registry.names()
     plans = []
     for name in chosen:
@@ -284,7 +302,7 @@ def run_all(
     out = prepare_out_dir(out_dir if out_dir is not None else Path("lab-output") / "all")
     results = []
     for name, cfg in plans:
-        result = run_experiment(name, cfg, out / name)
+        result = run_experiment(name, cfg, out / name, lang=lang)
         results.append(result)
         if on_result:
             on_result(result)
@@ -293,6 +311,7 @@ def run_all(
         write_json(
             out / "results.json",
             {
+                "lang": results[0].lang if results else i18n.current(),
                 "experiments": [
                     {
                         "experiment": r.experiment,
@@ -300,7 +319,7 @@ def run_all(
                         "seconds": round(r.seconds, 2),
                     }
                     for r in results
-                ]
+                ],
             },
         )
     except OSError as exc:

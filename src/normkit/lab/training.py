@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from normkit.functional._running import NonFiniteStatisticsWarning
+from normkit.functional import NonFiniteStatisticsWarning
 from normkit.lab.datasets import Dataset
 from normkit.lab.errors import LabError
 

@@ -2,5 +2,15 @@
 
 from normkit.lab.experiments import ics  # noqa: I001 - registration order is the listing order
 from normkit.lab.experiments import batch_size, lr, placement, eval_gap
+from normkit.lab.experiments import affine, inference_stats, dropout
 
-__all__ = ["batch_size", "eval_gap", "ics", "lr", "placement"]
+__all__ = [
+    "affine",
+    "batch_size",
+    "dropout",
+    "eval_gap",
+    "ics",
+    "inference_stats",
+    "lr",
+    "placement",
+]

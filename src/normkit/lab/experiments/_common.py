@@ -29,3 +29,25 @@ def parse_list(text: str, convert, what: str) -> tuple:
         return tuple(convert(t) for t in items)
     except ValueError:
         raise LabError(f"{what}: cannot parse {text!r}") from None
+
+
+def data_summary(data) -> str:
+    """The dataset in one line, in the report language
+    ('digits: 1438 train / 359 test, input 1x8x8, 10 classes')."""
+    from normkit.lab.i18n import tr
+
+    return tr(
+        "data.summary",
+        name=data.name,
+        train=len(data.y_train),
+        test=len(data.y_test),
+        shape="x".join(str(s) for s in data.input_shape),
+        classes=data.num_classes,
+    )
+
+
+def never_or(step: int | None) -> str | int:
+    """A step, or 'never' in the report language."""
+    from normkit.lab.i18n import tr
+
+    return tr("common.never") if step is None else step

@@ -48,8 +48,9 @@ import torch
 
 from normkit.lab.datasets import load_dataset
 from normkit.lab.errors import LabError
-from normkit.lab.experiments._common import parse_list, pct
-from normkit.lab.models import NORM_LABELS, available_norms, cnn, norm_layers
+from normkit.lab.experiments._common import data_summary, parse_list, pct
+from normkit.lab.i18n import tr
+from normkit.lab.models import NORM_LABELS, available_norms, cnn, norm_label, norm_layers
 from normkit.lab.plots import Panel, Series, save_panels
 from normkit.lab.registry import Config, Figure, Option, Result, experiment
 from normkit.lab.runner import progress
@@ -90,7 +91,7 @@ def run_settings(cfg: Config, batch_size: int) -> tuple[int, float]:
 
 @experiment(
     "batch-size",
-    title="Accuracy against batch size for each normalization (Group Norm paper, Figure 1)",
+    title=tr("batch-size.title", lang="en"),
     summary="small CNN accuracy vs batch size 2..64 for BN, GN, LN, IN, none (+BRN, GBN)",
     defaults=Config(steps=600, lr=(0.05,), batch_size=(2, 4, 8, 16, 32, 64), data="mnist1d"),
     smoke={"steps": 4, "batch_size": (2, 8)},
@@ -161,39 +162,37 @@ def run(cfg: Config, out_dir: Path) -> Result:
                 }
             )
 
-    columns = ["normalization", *(f"B={b}" for b in sizes)]
-    rows = [[NORM_LABELS[k], *(pct(accuracy_table[k][b]) for b in sizes)] for k in norms]
+    columns = [tr("batch-size.col_norm"), *(f"B={b}" for b in sizes)]
+    rows = [[norm_label(k), *(pct(accuracy_table[k][b]) for b in sizes)] for k in norms]
     headline = _headline(accuracy_table, norms, sizes)
     panel = Panel(
-        f"{data.name}: test accuracy after {cfg.steps * REFERENCE_BATCH:,} examples",
-        "batch size",
-        "test accuracy",
+        tr("batch-size.panel", dataset=data.name, examples=f"{cfg.steps * REFERENCE_BATCH:,}"),
+        tr("batch-size.xlabel"),
+        tr("common.test_accuracy"),
         logx=2,
         percent=True,
     )
     for kind in norms:
         panel.series.append(
-            Series(NORM_LABELS[kind], sizes, [accuracy_table[kind][b] for b in sizes], marker="o")
+            Series(norm_label(kind), sizes, [accuracy_table[kind][b] for b in sizes], marker="o")
         )
     save_panels(out_dir / "batch_size.png", [panel])
     notes = [
-        f"Data: {data.summary()}. Model: 3 x [Conv(k=3) -> norm -> ReLU -> MaxPool(2)] with 32 "
-        f"channels, then a classifier head Linear -> norm -> ReLU -> Linear with {HEAD} "
-        "hidden features; GroupNorm uses 8 groups, LayerNorm normalises over (C, L) in the "
-        "convolutions and over the features in the head, InstanceNorm is affine and the "
-        "InstanceNorm network has no normalization in the head.",
-        f"Every run sees {cfg.steps * REFERENCE_BATCH:,} training examples: batch B makes "
-        f"{cfg.steps} x 32 / B updates with lr {cfg.lr[0]} x B / 32 (SGD, momentum "
-        f"{MOMENTUM}, cosine decay). Test accuracy in eval mode (running statistics).",
-        "In the head a BatchNorm's statistics per feature come from the B examples of the "
-        "batch alone (in the convolutions from B x positions values): at batch 2 it maps "
-        "each feature to about -1 or +1, depending on the other example in the batch.",
+        tr("batch-size.note_model", data=data_summary(data), head=HEAD),
+        tr(
+            "batch-size.note_budget",
+            examples=f"{cfg.steps * REFERENCE_BATCH:,}",
+            steps=cfg.steps,
+            lr=cfg.lr[0],
+            momentum=MOMENTUM,
+        ),
+        tr("batch-size.note_head"),
         *_diagnosis_notes(diagnosis, sizes),
-        "One seed per cell: differences of a point or two are within run-to-run noise.",
+        tr("batch-size.note_seed"),
     ]
     return Result(
         experiment="batch-size",
-        title="Accuracy against batch size for each normalization (Group Norm paper, Figure 1)",
+        title=tr("batch-size.title"),
         headline=headline,
         columns=columns,
         rows=rows,
@@ -209,11 +208,7 @@ def run(cfg: Config, out_dir: Path) -> Result:
         },
         records=records,
         figures=[
-            Figure(
-                "batch_size.png",
-                "Test accuracy against batch size (log scale) for each normalization, same "
-                "number of training examples per run.",
-            )
+            Figure("batch_size.png", tr("batch-size.caption"), tr("batch-size.explanation")),
         ],
         notes=notes,
     )
@@ -228,10 +223,12 @@ def _diagnosis_notes(diagnosis: dict[str, dict[int, dict[str, float]]], sizes: l
     small = sizes[0]
     for kind, per_size in diagnosis.items():
         d = per_size[small]
-        yield (
-            f"{NORM_LABELS[kind]} at batch {small}: train mode (statistics of {small} test "
-            f"examples) {pct(d['train_mode_accuracy'])}, eval mode after recalibration "
-            f"(exact population statistics) {pct(d['recalibrated_accuracy'])}."
+        yield tr(
+            "batch-size.note_diagnosis",
+            norm=norm_label(kind),
+            batch=small,
+            train_acc=pct(d["train_mode_accuracy"]),
+            recal=pct(d["recalibrated_accuracy"]),
         )
 
 
@@ -239,9 +236,11 @@ def _headline(table: dict[str, dict[int, float]], norms: list[str], sizes: list[
     small, large = sizes[0], REFERENCE_BATCH if REFERENCE_BATCH in sizes else sizes[-1]
     if "bn" in norms and "gn" in norms:
         bn, gn = table["bn"], table["gn"]
-        text = f"BatchNorm vs GroupNorm: {pct(bn[small])} vs {pct(gn[small])} at batch {small}"
+        text = tr("batch-size.headline", bn=pct(bn[small]), gn=pct(gn[small]), batch=small)
         if large != small:
-            text += f", {pct(bn[large])} vs {pct(gn[large])} at batch {large}"
+            text += tr(
+                "batch-size.headline_large", bn=pct(bn[large]), gn=pct(gn[large]), batch=large
+            )
         return text
-    parts = [f"{NORM_LABELS[k]} {pct(table[k][small])}" for k in norms]
-    return f"at batch {small}: " + ", ".join(parts)
+    parts = [f"{norm_label(k)} {pct(table[k][small])}" for k in norms]
+    return tr("batch-size.headline_some", batch=small, results=", ".join(parts))

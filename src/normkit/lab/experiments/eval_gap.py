@@ -21,7 +21,8 @@ import torch
 
 from normkit.lab.datasets import load_dataset
 from normkit.lab.errors import LabError
-from normkit.lab.experiments._common import parse_list, pct
+from normkit.lab.experiments._common import data_summary, parse_list, pct
+from normkit.lab.i18n import tr
 from normkit.lab.models import cnn
 from normkit.lab.plots import Panel, Series, save_panels
 from normkit.lab.registry import Config, Figure, Option, Result, experiment
@@ -31,10 +32,13 @@ from normkit.tools import recalibrate
 
 SGD_MOMENTUM = 0.9
 RECALIBRATION_BATCH = 500
-MODES = (
+MODES = (  # identifiers in the results; labels via tr()
     "train mode (batch statistics)",
     "eval mode (running estimates)",
     "eval mode, recalibrated",
+)
+MODE_LABELS = dict(
+    zip(MODES, ("eval-gap.train_mode", "eval-gap.eval_mode", "eval-gap.recal"), strict=True)
 )
 
 
@@ -52,12 +56,18 @@ def _check_momenta(momenta) -> None:
 
 
 def _name(m: float | None) -> str:
+    """The momentum as an identifier in the results."""
     return "None (cumulative)" if m is None else f"{m:g}"
+
+
+def _label(name: str) -> str:
+    """The momentum's identifier as the report shows it."""
+    return tr("eval-gap.cumulative") if name == "None (cumulative)" else name
 
 
 @experiment(
     "eval-gap",
-    title="Train-mode vs eval-mode accuracy for several BN momenta, and recalibration",
+    title=tr("eval-gap.title", lang="en"),
     summary="train- vs eval-mode accuracy over training per BN momentum; gap closed by recalibration",
     defaults=Config(steps=1500, lr=(0.02,), batch_size=(8,), data="mnist1d", eval_every=100),
     smoke={"steps": 20, "eval_every": 10, "options": {"momenta": (0.01, 0.5)}},
@@ -125,7 +135,7 @@ def run(cfg: Config, out_dir: Path) -> Result:
         largest[name] = max(gap, default=0.0)
         rows.append(
             [
-                name,
+                _label(name),
                 pct(train_acc[-1]),
                 pct(eval_acc[-1]),
                 f"{100 * (train_acc[-1] - eval_acc[-1]):+.1f}",
@@ -135,39 +145,50 @@ def run(cfg: Config, out_dir: Path) -> Result:
         )
     worst = max(largest, key=lambda k: largest[k])
     c = curves[worst]
-    headline = (
-        f"BN momentum {worst}: eval-mode accuracy up to {100 * largest[worst]:.1f} points "
-        f"below train mode during training, {pct(c[MODES[1]][-1])} vs "
-        f"{pct(c[MODES[0]][-1])} at step {cfg.steps}; recalibrated {pct(c[MODES[2]][-1])}"
+    headline = tr(
+        "eval-gap.headline",
+        momentum=_label(worst),
+        gap=f"{100 * largest[worst]:.1f}",
+        eval_acc=pct(c[MODES[1]][-1]),
+        train_acc=pct(c[MODES[0]][-1]),
+        steps=cfg.steps,
+        recal=pct(c[MODES[2]][-1]),
     )
     if "0.1" in curves and worst != "0.1":
         d = curves["0.1"]
-        headline += (
-            f" (torch's default 0.1: largest gap {100 * largest['0.1']:.1f} points, "
-            f"{pct(d[MODES[1]][-1])} at the end, recalibrated {pct(d[MODES[2]][-1])})"
+        headline += tr(
+            "eval-gap.headline_default",
+            gap=f"{100 * largest['0.1']:.1f}",
+            eval_acc=pct(d[MODES[1]][-1]),
+            recal=pct(d[MODES[2]][-1]),
         )
     panels = []
     for name, curve in curves.items():
-        panel = Panel(f"BN momentum {name}", "training step", "test accuracy", percent=True)
+        panel = Panel(
+            tr("eval-gap.panel", momentum=_label(name)),
+            tr("common.training_step"),
+            tr("common.test_accuracy"),
+            percent=True,
+        )
         styles = ("-", "--", ":")
         for mode, style in zip(MODES, styles, strict=True):
-            panel.series.append(Series(mode, steps, curve[mode], style=style))
+            panel.series.append(Series(tr(MODE_LABELS[mode]), steps, curve[mode], style=style))
         panels.append(panel)
     low = min(v for c in curves.values() for mode in MODES for v in c[mode][1:])
     for panel in panels:
         panel.ylim = (max(0.0, low - 0.05), 1.0)
-    save_panels(out_dir / "eval_gap.png", panels, suptitle=f"{data.name}, batch {batch_size}")
+    save_panels(
+        out_dir / "eval_gap.png",
+        panels,
+        suptitle=tr("eval-gap.suptitle", dataset=data.name, batch=batch_size),
+    )
     return Result(
         experiment="eval-gap",
-        title="Train-mode vs eval-mode accuracy for several BN momenta, and recalibration",
+        title=tr("eval-gap.title"),
         headline=headline,
         columns=[
-            "BN momentum",
-            "train-mode acc",
-            "eval-mode acc",
-            "gap (points)",
-            "largest gap in training",
-            "recalibrated acc",
+            tr(f"eval-gap.col_{c}")
+            for c in ("momentum", "train", "eval", "gap", "largest", "recal")
         ],
         rows=rows,
         metrics={
@@ -178,24 +199,18 @@ def run(cfg: Config, out_dir: Path) -> Result:
         },
         records=records,
         figures=[
-            Figure(
-                "eval_gap.png",
-                "Test accuracy during training, one panel per BN momentum: with batch "
-                "statistics (train mode), with the running estimates (eval mode), and with "
-                "recalibrated population statistics.",
-            )
+            Figure("eval_gap.png", tr("eval-gap.caption"), tr("eval-gap.explanation")),
         ],
         notes=[
-            "Gap = train-mode minus eval-mode accuracy, in percentage points (negative: eval "
-            "mode is better, which happens when the batch statistics of small batches are "
-            "noisier than good running estimates).",
-            f"Data: {data.summary()}. Model: the 3-block CNN with BatchNorm; SGD lr {lr}, "
-            f"momentum {SGD_MOMENTUM}, constant rate, batch {batch_size}.",
-            f"Train-mode accuracy normalises each chunk of {batch_size} test examples with its "
-            "own statistics (what training optimises), on a copy of the model.",
-            "Recalibration: normkit.tools.recalibrate with its default 'population' "
-            "strategy, on a copy of the model at each evaluation: the exact mean and unbiased "
-            f"variance of every BN layer's input over the whole training set (chunks of "
-            f"{RECALIBRATION_BATCH}).",
+            tr("eval-gap.note_gap"),
+            tr(
+                "eval-gap.note_model",
+                data=data_summary(data),
+                lr=lr,
+                momentum=SGD_MOMENTUM,
+                batch=batch_size,
+            ),
+            tr("eval-gap.note_train_mode", batch=batch_size),
+            tr("eval-gap.note_recal", chunk=RECALIBRATION_BATCH),
         ],
     )

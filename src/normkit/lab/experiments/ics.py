@@ -21,7 +21,8 @@ from torch import nn
 
 from normkit.lab.datasets import load_dataset
 from normkit.lab.errors import LabError
-from normkit.lab.experiments._common import first_reaching, pct
+from normkit.lab.experiments._common import data_summary, first_reaching, never_or, pct
+from normkit.lab.i18n import tr
 from normkit.lab.models import copy_init, mlp
 from normkit.lab.plots import Panel, Series, save_panels
 from normkit.lab.registry import Config, Figure, Option, Result, experiment
@@ -31,7 +32,8 @@ from normkit.tools import monitor
 
 HIDDEN = (100, 100, 100)
 PERCENTILES = (15, 50, 85)
-NETWORKS = ("without BN", "with BN")
+NETWORKS = ("without BN", "with BN")  # identifiers in the results; labels via tr()
+LABELS = {"without BN": "ics.without_bn", "with BN": "ics.with_bn"}
 
 
 def _check_unit(unit: int) -> None:
@@ -41,7 +43,7 @@ def _check_unit(unit: int) -> None:
 
 @experiment(
     "ics",
-    title="Internal covariate shift: a sigmoid MLP with and without BatchNorm",
+    title=tr("ics.title", lang="en"),
     summary="BN paper Figure 1: test accuracy and a sigmoid input's percentiles vs steps",
     defaults=Config(steps=2000, lr=(0.5,), batch_size=(60,), data="digits", eval_every=20),
     smoke={"steps": 30, "eval_every": 10},
@@ -89,10 +91,14 @@ def run(cfg: Config, out_dir: Path) -> Result:
     early = min(steps, key=lambda s: (abs(s - 100), s))
     i_early = steps.index(early)
     plain_c, bn_c = curves["without BN"], curves["with BN"]
-    headline = (
-        f"with BN {pct(bn_c['test_accuracy'][i_early])} test accuracy at step {early}, "
-        f"without {pct(plain_c['test_accuracy'][i_early])}; after {cfg.steps} steps "
-        f"{pct(bn_c['test_accuracy'][-1])} vs {pct(plain_c['test_accuracy'][-1])}"
+    headline = tr(
+        "ics.headline",
+        bn_early=pct(bn_c["test_accuracy"][i_early]),
+        early=early,
+        plain_early=pct(plain_c["test_accuracy"][i_early]),
+        steps=cfg.steps,
+        bn_final=pct(bn_c["test_accuracy"][-1]),
+        plain_final=pct(plain_c["test_accuracy"][-1]),
     )
     rows = []
     for name in NETWORKS:
@@ -100,25 +106,25 @@ def run(cfg: Config, out_dir: Path) -> Result:
         reach = first_reaching(steps, c["test_accuracy"], 0.9)
         rows.append(
             [
-                name,
+                tr(LABELS[name]),
                 pct(c["test_accuracy"][i_early]),
                 pct(c["test_accuracy"][-1]),
-                "never" if reach is None else reach,
+                never_or(reach),
                 "/".join(f"{c[f'p{p}'][-1]:+.2f}" for p in PERCENTILES),
             ]
         )
     columns = [
-        "network",
-        f"acc @ step {early}",
-        f"acc @ step {cfg.steps}",
-        "steps to 90%",
-        "input p15/p50/p85",
+        tr("common.network"),
+        tr("common.acc_at_step", step=early),
+        tr("common.acc_at_step", step=cfg.steps),
+        tr("common.steps_to", pct="90%"),
+        tr("ics.col_percentiles"),
     ]
 
     _figure(out_dir / "ics.png", steps, curves, data.name, unit)
     return Result(
         experiment="ics",
-        title="Internal covariate shift: a sigmoid MLP with and without BatchNorm",
+        title=tr("ics.title"),
         headline=headline,
         columns=columns,
         rows=rows,
@@ -133,20 +139,21 @@ def run(cfg: Config, out_dir: Path) -> Result:
         figures=[
             Figure(
                 "ics.png",
-                "(a) test accuracy against training steps; (b, c) the 15th, 50th and 85th "
-                f"percentiles of last-hidden-layer unit {unit}'s sigmoid input over the test "
-                "set, without and with BatchNorm (the BN paper's Figure 1).",
+                tr("ics.caption", unit=unit),
+                tr("ics.explanation"),
             )
         ],
         notes=[
-            f"Data: {data.summary()}. Model: MLP {in_features}-100-100-100-"
-            f"{data.num_classes}, sigmoid, plain SGD lr {lr}, batch {batch_size}; both "
-            "networks start from the same weights and see the same mini-batches.",
-            "Percentiles are taken over the test set with the network in eval mode (BN "
-            "normalises with its running statistics), at every evaluation, recorded with "
-            "normkit.tools.monitor.",
-            "The paper trains on MNIST for 50,000 steps; this lab-scale run shows the same "
-            "shape in seconds.",
+            tr(
+                "ics.note_model",
+                data=data_summary(data),
+                inputs=in_features,
+                classes=data.num_classes,
+                lr=lr,
+                batch=batch_size,
+            ),
+            tr("ics.note_percentiles"),
+            tr("ics.note_scale"),
         ],
     )
 
@@ -172,25 +179,30 @@ def sigmoid_input_percentiles(model: nn.Module, layer: str, x, unit: int) -> lis
 
 
 def _figure(path: Path, steps, curves, dataset: str, unit: int) -> None:
-    acc = Panel("(a) test accuracy", "training step", "test accuracy", percent=True)
+    acc = Panel(
+        tr("ics.panel_accuracy"),
+        tr("common.training_step"),
+        tr("common.test_accuracy"),
+        percent=True,
+    )
     for name in NETWORKS:
-        acc.series.append(Series(name, steps, curves[name]["test_accuracy"]))
+        acc.series.append(Series(tr(LABELS[name]), steps, curves[name]["test_accuracy"]))
     bands = []
     values = [v for c in curves.values() for p in PERCENTILES for v in c[f"p{p}"]]
     pad = 0.05 * (max(values) - min(values) + 1e-9)
     ylim = (min(values) - pad, max(values) + pad)
     for letter, name in zip("bc", NETWORKS, strict=True):
         panel = Panel(
-            f"({letter}) {name}: unit {unit}'s sigmoid input",
-            "training step",
-            "percentiles 15 / 50 / 85",
+            tr("ics.panel_input", letter=letter, network=tr(LABELS[name]), unit=unit),
+            tr("common.training_step"),
+            tr("ics.percentiles_axis"),
             ylim=ylim,
         )
         c = curves[name]
         panel.series = [
-            Series("85th", steps, c["p85"], style="--", color="#888888"),
-            Series("50th", steps, c["p50"], band=(c["p15"], c["p85"]), color="#0072B2"),
-            Series("15th", steps, c["p15"], style=":", color="#888888"),
+            Series(tr("ics.p85"), steps, c["p85"], style="--", color="#888888"),
+            Series(tr("ics.p50"), steps, c["p50"], band=(c["p15"], c["p85"]), color="#0072B2"),
+            Series(tr("ics.p15"), steps, c["p15"], style=":", color="#888888"),
         ]
         bands.append(panel)
-    save_panels(path, [acc, *bands], suptitle=f"MLP 3x100 sigmoid on {dataset}")
+    save_panels(path, [acc, *bands], suptitle=tr("ics.suptitle", dataset=dataset))

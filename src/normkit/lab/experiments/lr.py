@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from normkit.lab.datasets import load_dataset
-from normkit.lab.experiments._common import pct
+from normkit.lab.experiments._common import data_summary, pct
+from normkit.lab.i18n import tr
 from normkit.lab.models import cnn, copy_init
 from normkit.lab.plots import Panel, Series, save_panels
 from normkit.lab.registry import Config, Figure, Result, experiment
@@ -23,13 +24,14 @@ from normkit.lab.runner import progress
 from normkit.lab.training import accuracy, derive_seed, train
 
 MOMENTUM = 0.9
-NETWORKS = {"without BN": "none", "with BN": "bn"}
+NETWORKS = {"without BN": "none", "with BN": "bn"}  # identifier -> norm kind
+LABELS = {"without BN": "ics.without_bn", "with BN": "ics.with_bn"}
 USABLE = 0.9  # a rate is "usable" when it reaches this fraction of the network's best accuracy
 
 
 @experiment(
     "lr",
-    title="Final accuracy against learning rate, with and without BatchNorm",
+    title=tr("lr.title", lang="en"),
     summary="CNN final accuracy vs learning rate with and without BN (BN tolerates larger rates)",
     defaults=Config(
         steps=1000,
@@ -80,31 +82,40 @@ def run(cfg: Config, out_dir: Path) -> Result:
             )
 
     def cell(name: str, lr: float) -> str:
-        return "diverged" if diverged[name][lr] else pct(acc[name][lr])
+        return tr("common.diverged") if diverged[name][lr] else pct(acc[name][lr])
 
     rows = [[f"{lr:g}", *(cell(name, lr) for name in NETWORKS)] for lr in rates]
     summary = {name: _usable(acc[name], rates) for name in NETWORKS}
     headline = "; ".join(
-        f"{name}: best {pct(s['best'])} at lr {s['best_lr']:g}, within {USABLE:.0%} of it "
-        f"for lr {s['low']:g}-{s['high']:g}"
+        tr(
+            "lr.headline_part",
+            network=tr(LABELS[name]),
+            best=pct(s["best"]),
+            best_lr=f"{s['best_lr']:g}",
+            usable=f"{USABLE:.0%}",
+            low=f"{s['low']:g}",
+            high=f"{s['high']:g}",
+        )
         for name, s in reversed(list(summary.items()))
     )
     panel = Panel(
-        f"{data.name}: test accuracy after {cfg.steps} steps (batch {batch_size})",
-        "peak learning rate (SGD, momentum 0.9, cosine decay)",
-        "test accuracy",
+        tr("lr.panel", dataset=data.name, steps=cfg.steps, batch=batch_size),
+        tr("lr.xlabel"),
+        tr("common.test_accuracy"),
         logx=10,
         percent=True,
         ylim=(0, 1.02),
     )
     for name in NETWORKS:
-        panel.series.append(Series(name, rates, [acc[name][lr] for lr in rates], marker="o"))
+        panel.series.append(
+            Series(tr(LABELS[name]), rates, [acc[name][lr] for lr in rates], marker="o")
+        )
     save_panels(out_dir / "lr.png", [panel])
     return Result(
         experiment="lr",
-        title="Final accuracy against learning rate, with and without BatchNorm",
+        title=tr("lr.title"),
         headline=headline,
-        columns=["learning rate", *NETWORKS],
+        columns=[tr("lr.col_rate"), *(tr(LABELS[name]) for name in NETWORKS)],
         rows=rows,
         metrics={
             "learning_rates": rates,
@@ -115,18 +126,11 @@ def run(cfg: Config, out_dir: Path) -> Result:
         },
         records=records,
         figures=[
-            Figure(
-                "lr.png",
-                "Test accuracy after training against the (peak) learning rate, log scale; "
-                "same initialisation and mini-batches for both networks.",
-            )
+            Figure("lr.png", tr("lr.caption"), tr("lr.explanation")),
         ],
         notes=[
-            f"Data: {data.summary()}. Model: 3 x [Conv(k=3) -> BN or nothing -> ReLU -> "
-            f"MaxPool(2)] with 32 channels and a linear classifier; {cfg.steps} steps of "
-            f"batch {batch_size}.",
-            f"'Usable' rates reach at least {USABLE:.0%} of the network's best accuracy. "
-            "Chance level is 10%; a diverged run (NaN loss) scores at about chance.",
+            tr("lr.note_model", data=data_summary(data), steps=cfg.steps, batch=batch_size),
+            tr("lr.note_usable", usable=f"{USABLE:.0%}"),
         ],
     )
 

@@ -15,7 +15,8 @@ import torch
 
 from normkit.lab.datasets import load_dataset
 from normkit.lab.errors import LabError
-from normkit.lab.experiments._common import first_reaching, pct
+from normkit.lab.experiments._common import data_summary, first_reaching, never_or, pct
+from normkit.lab.i18n import tr
 from normkit.lab.models import cnn, copy_init
 from normkit.lab.plots import Panel, Series, save_panels
 from normkit.lab.registry import Config, Figure, Option, Result, experiment
@@ -23,10 +24,15 @@ from normkit.lab.runner import progress
 from normkit.lab.training import accuracy, derive_seed, eval_steps, train
 
 MOMENTUM = 0.9
-VARIANTS = {  # label -> (norm, placement)
+VARIANTS = {  # identifier -> (norm, placement)
     "BN before ReLU": ("bn", "before"),
     "BN after ReLU": ("bn", "after"),
     "no norm": ("none", "before"),
+}
+LABELS = {
+    "BN before ReLU": "placement.before",
+    "BN after ReLU": "placement.after",
+    "no norm": "norm.none",
 }
 
 
@@ -44,7 +50,7 @@ def _parse_int(text: str) -> int:
 
 @experiment(
     "placement",
-    title="BatchNorm before or after the activation",
+    title=tr("placement.title", lang="en"),
     summary="CNN with BN before vs after ReLU (and no norm), same budget, several seeds",
     defaults=Config(steps=1500, lr=(0.05,), batch_size=(32,), data="mnist1d", eval_every=50),
     smoke={"steps": 20, "eval_every": 10},
@@ -104,48 +110,53 @@ def run(cfg: Config, out_dir: Path) -> Result:
         reach = first_reaching(steps, mean[label], 0.9)
         rows.append(
             [
-                label,
+                tr(LABELS[label]),
                 f"{pct(statistics.fmean(final))} ± {100 * spread:.1f}",
                 f"{pct(min(final))} - {pct(max(final))}",
                 pct(mean[label][i_early]),
-                "never" if reach is None else reach,
+                never_or(reach),
             ]
         )
-    headline = (
-        ", ".join(f"{label} {pct(statistics.fmean(finals[label]))}" for label in VARIANTS)
-        + f" final test accuracy (mean of {seeds} seed{'s' if seeds > 1 else ''}, {cfg.steps} steps)"
+    headline = tr(
+        "placement.headline",
+        results=", ".join(
+            f"{tr(LABELS[label])} {pct(statistics.fmean(finals[label]))}" for label in VARIANTS
+        ),
+        seeds=seeds,
+        plural="s" if seeds > 1 else "",
+        steps=cfg.steps,
     )
 
     panel = Panel(
-        f"{data.name}: test accuracy, mean and range over {seeds} seed(s)",
-        "training step",
-        "test accuracy",
+        tr("placement.panel", dataset=data.name, seeds=seeds),
+        tr("common.training_step"),
+        tr("common.test_accuracy"),
         percent=True,
     )
     for label, runs in curves.items():
         low = [min(col) for col in zip(*runs, strict=True)]
         high = [max(col) for col in zip(*runs, strict=True)]
-        panel.series.append(Series(label, steps, mean[label], band=(low, high)))
+        panel.series.append(Series(tr(LABELS[label]), steps, mean[label], band=(low, high)))
     zoom = Panel(
-        "the same, last half of training",
-        "training step",
-        "test accuracy",
+        tr("placement.panel_zoom"),
+        tr("common.training_step"),
+        tr("common.test_accuracy"),
         percent=True,
     )
     half = len(steps) // 2
     for label in VARIANTS:
-        zoom.series.append(Series(label, steps[half:], mean[label][half:], marker="."))
+        zoom.series.append(Series(tr(LABELS[label]), steps[half:], mean[label][half:], marker="."))
     save_panels(out_dir / "placement.png", [panel, zoom])
     return Result(
         experiment="placement",
-        title="BatchNorm before or after the activation",
+        title=tr("placement.title"),
         headline=headline,
         columns=[
-            "variant",
-            "final acc (mean ± sd, points)",
-            "final acc range",
-            f"acc @ step {early}",
-            "steps to 90% (mean)",
+            tr("common.variant"),
+            tr("placement.col_final"),
+            tr("placement.col_range"),
+            tr("common.acc_at_step", step=early),
+            tr("placement.col_reach"),
         ],
         rows=rows,
         metrics={
@@ -157,16 +168,15 @@ def run(cfg: Config, out_dir: Path) -> Result:
         },
         records=records,
         figures=[
-            Figure(
-                "placement.png",
-                "Test accuracy during training for Conv -> BN -> ReLU, Conv -> ReLU -> BN and "
-                "no normalization (mean over seeds, shaded: min-max); right: the second half.",
-            )
+            Figure("placement.png", tr("placement.caption"), tr("placement.explanation")),
         ],
         notes=[
-            f"Data: {data.summary()}. Model: 3 x conv blocks with 32 channels, kernel 3, "
-            "max-pooling, a linear classifier; convolutions keep their bias in all variants.",
-            f"SGD lr {cfg.lr[0]}, momentum {MOMENTUM}, cosine decay, batch {cfg.batch_size[0]}; "
-            "the three variants of a seed share initial weights and mini-batches.",
+            tr("placement.note_model", data=data_summary(data)),
+            tr(
+                "placement.note_training",
+                lr=cfg.lr[0],
+                momentum=MOMENTUM,
+                batch=cfg.batch_size[0],
+            ),
         ],
     )
