@@ -24,6 +24,7 @@ demo: $(STAMP)
 	$(PY) -m normkit lab ics
 
 test: $(STAMP)
+	bash .ci/browser-deps
 	$(PY) -m ruff check $(LINT_PATHS)
 	$(PY) -m ruff format --check $(LINT_PATHS)
 	$(PY) -m normkit warmup --quiet

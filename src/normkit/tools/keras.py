@@ -551,7 +551,7 @@ def to_keras(
 def _check_layer(layer: Any, fn: str) -> int:
     """The layer's dim (1, 2, 3) if it is a plain BatchNorm Keras can hold."""
     for classes in (_NORMKIT_CLASSES, _TORCH_CLASSES):
-        dim = next((d for d, c in classes.items() if isinstance(layer, c)), None)
+        dim = next((d for d, c in classes.items() if type(layer) is c), None)
         if dim is not None:
             break
     else:
