@@ -5,9 +5,9 @@ from normkit.nn.batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d
 from normkit.nn.batchnorm_act import BatchNormAct1d, BatchNormAct2d
 from normkit.nn.frozen import FrozenBatchNorm1d, FrozenBatchNorm2d, FrozenBatchNorm3d
 from normkit.nn.ghost import GhostBatchNorm1d, GhostBatchNorm2d
-from normkit.nn.groupnorm import GroupNorm
+from normkit.nn.groupnorm import GroupNorm, GroupNormAct
 from normkit.nn.instancenorm import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
-from normkit.nn.layernorm import LayerNorm, RMSNorm
+from normkit.nn.layernorm import LayerNorm, LayerNorm2d, LayerNormAct2d, RMSNorm
 from normkit.nn.sync_batchnorm import SyncBatchNorm
 
 __all__ = [
@@ -25,10 +25,13 @@ __all__ = [
     "GhostBatchNorm1d",
     "GhostBatchNorm2d",
     "GroupNorm",
+    "GroupNormAct",
     "InstanceNorm1d",
     "InstanceNorm2d",
     "InstanceNorm3d",
     "LayerNorm",
+    "LayerNorm2d",
+    "LayerNormAct2d",
     "RMSNorm",
     "SyncBatchNorm",
 ]
