@@ -3,11 +3,16 @@
 from normkit.nn.batch_renorm import BatchRenorm1d, BatchRenorm2d, BatchRenorm3d
 from normkit.nn.batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d
 from normkit.nn.batchnorm_act import BatchNormAct1d, BatchNormAct2d
-from normkit.nn.frozen import FrozenBatchNorm1d, FrozenBatchNorm2d, FrozenBatchNorm3d
+from normkit.nn.frozen import (
+    FrozenBatchNorm1d,
+    FrozenBatchNorm2d,
+    FrozenBatchNorm3d,
+    FrozenBatchNormAct2d,
+)
 from normkit.nn.ghost import GhostBatchNorm1d, GhostBatchNorm2d
 from normkit.nn.groupnorm import GroupNorm, GroupNormAct
 from normkit.nn.instancenorm import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
-from normkit.nn.layernorm import LayerNorm, LayerNorm2d, LayerNormAct2d, RMSNorm
+from normkit.nn.layernorm import LayerNorm, LayerNorm2d, LayerNormAct, LayerNormAct2d, RMSNorm
 from normkit.nn.sync_batchnorm import SyncBatchNorm
 
 __all__ = [
@@ -22,6 +27,7 @@ __all__ = [
     "FrozenBatchNorm1d",
     "FrozenBatchNorm2d",
     "FrozenBatchNorm3d",
+    "FrozenBatchNormAct2d",
     "GhostBatchNorm1d",
     "GhostBatchNorm2d",
     "GroupNorm",
@@ -31,6 +37,7 @@ __all__ = [
     "InstanceNorm3d",
     "LayerNorm",
     "LayerNorm2d",
+    "LayerNormAct",
     "LayerNormAct2d",
     "RMSNorm",
     "SyncBatchNorm",

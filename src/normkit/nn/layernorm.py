@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from normkit.backends.torch_ops import activation
 from normkit.functional import _validate as v
 from normkit.functional.layer_norm import normalize_channels, normalize_rows
 
@@ -144,6 +145,59 @@ class RMSNorm(_RowNorm, nn.RMSNorm):
 
     def forward(self, input: Tensor) -> Tensor:
         return rms_norm_forward(self, input)
+
+
+def layer_norm_act_forward(layer: LayerNormAct, input: Tensor) -> Tensor:
+    """The forward of LayerNormAct (one FX node)."""
+    return activation(layer_norm_forward(layer, input), layer.act, layer.negative_slope)
+
+
+torch.fx.wrap("layer_norm_act_forward")
+
+
+class LayerNormAct(LayerNorm):
+    r"""``act(LayerNorm(x))`` over the trailing dims: timm's ``LayerNormAct`` (same state dict:
+    ``weight``, ``bias``), the activation given by name as in :class:`normkit.nn.BatchNormAct2d`.
+
+    Args:
+        normalized_shape, eps, elementwise_affine, bias: as :class:`normkit.nn.LayerNorm`
+            (eps 1e-5, timm's default for this class).
+        act: ``"identity"``, ``"relu"``, ``"leaky_relu"``, ``"silu"``, ``"gelu"``,
+            ``"relu6"`` or ``"hardswish"``. Default: ``"relu"``
+        negative_slope: leaky_relu's slope. Default: 0.01
+
+    Shape:
+        Input and output: ``(*, *normalized_shape)``.
+
+    Examples::
+
+        >>> import torch, normkit as nk
+        >>> bool((nk.nn.LayerNormAct(6, act="relu")(torch.randn(3, 6)) >= 0).all())
+        True
+    """
+
+    def __init__(
+        self,
+        normalized_shape: int | Sequence[int],
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        act: str = "relu",
+        negative_slope: float = 0.01,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        v.check_activation(act, negative_slope, type(self).__name__)
+        super().__init__(normalized_shape, eps, elementwise_affine, bias, device, dtype)
+        self.act = act
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, input: Tensor) -> Tensor:
+        return layer_norm_act_forward(self, input)
+
+    def extra_repr(self) -> str:
+        slope = f", negative_slope={self.negative_slope}" if self.act == "leaky_relu" else ""
+        return f"{super().extra_repr()}, act={self.act!r}{slope}"
 
 
 def layer_norm_2d_forward(layer: LayerNorm2d, input: Tensor) -> Tensor:
