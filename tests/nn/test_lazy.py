@@ -6,9 +6,12 @@ runs, .to(dtype)), copies, errors and torch.compile."""
 from __future__ import annotations
 
 import copy
+import doctest
 import inspect
 import pickle
+import re
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +24,8 @@ from torch.nn.parameter import is_lazy
 import normkit as nk
 from normkit.functional import NormDTypeError, NormInputError
 from tests.conftest import assert_close
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "variants.md"
 
 # name -> (normkit lazy, torch lazy, materialized normkit class, input shape)
 PAIRS = {
@@ -521,3 +526,18 @@ def test_compile_a_materialized_layer_and_a_lazy_one(fresh_compile):
     reference = nn.LazyInstanceNorm2d()
     assert_close(out, reference(_x((2, 3, 4, 4))), torch.float32)
     _assert_same_state(lazy, reference)
+
+
+# ---------------------------------------------------------------------- docs
+
+
+def test_docs_example_runs():
+    """The block of docs/variants.md's "Lazy layers" section runs as written."""
+    section = DOCS.read_text().split("### Lazy layers", 1)[1].split("\n### ", 1)[0]
+    code = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    exec(compile(code, str(DOCS), "exec"), {"__name__": "__docs__"})
+
+
+def test_docstring_examples_run():
+    result = doctest.testmod(nk.nn.lazy, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 6 and result.failed == 0
