@@ -342,6 +342,7 @@ def test_partial_load_then_first_call_initializes_only_the_missing_tensors():
     assert result.missing_keys == ["bias"] and is_lazy(layer.bias)
     layer(_x((4, 3, 2, 2)))
     assert torch.equal(layer.bias, torch.zeros(3))
+    assert torch.equal(layer.weight.detach(), checkpoint["weight"])
     assert int(layer.num_batches_tracked) == 4  # loaded 3, one more step
 
 
