@@ -504,8 +504,9 @@ def test_forward_without_call_and_bad_arguments():
 
 
 def test_compile_a_materialized_layer_and_a_lazy_one(fresh_compile):
-    """A layer materialized eagerly compiles as its normkit class does (fullgraph); a lazy
-    one compiled before its first call is materialized by Dynamo's lazy-module handling."""
+    """A layer materialized eagerly compiles as its normkit class does; a lazy layer or
+    model compiled before its first call is materialized by Dynamo's lazy-module handling
+    (fullgraph every time)."""
     torch.manual_seed(0)
     eager = nk.nn.LazyBatchNorm2d()
     eager(_x((4, 3, 4, 4)))
@@ -522,11 +523,21 @@ def test_compile_a_materialized_layer_and_a_lazy_one(fresh_compile):
     _assert_same_state(compiled_layer, eager)
 
     lazy = nk.nn.LazyInstanceNorm2d()
-    out = torch.compile(lazy, backend="aot_eager")(_x((2, 3, 4, 4)))
+    out = torch.compile(lazy, backend="aot_eager", fullgraph=True)(_x((2, 3, 4, 4)))
     assert type(lazy) is nk.nn.InstanceNorm2d and lazy.num_features == 3
     reference = nn.LazyInstanceNorm2d()
     assert_close(out, reference(_x((2, 3, 4, 4))), torch.float32)
     _assert_same_state(lazy, reference)
+
+    ours = _lazy_model((nk.nn.LazyBatchNorm2d, nk.nn.LazyBatchNorm1d))
+    theirs = _lazy_model((nn.LazyBatchNorm2d, nn.LazyBatchNorm1d))
+    x = _x((6, 2, 5, 5))
+    torch.manual_seed(0)
+    y = torch.compile(ours, backend="aot_eager", fullgraph=True)(x)
+    torch.manual_seed(0)
+    assert_close(y, theirs(x), torch.float32, what="lazy model")
+    assert [type(m) for m in ours][1::3] == [nk.nn.BatchNorm2d, nk.nn.BatchNorm1d]
+    _assert_same_state(ours, theirs, what="lazy model")
 
 
 # ---------------------------------------------------------------------- docs
