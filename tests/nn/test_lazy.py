@@ -327,11 +327,24 @@ def test_state_dicts_between_normkit_and_torch_lazy_modules():
     _assert_same_state(back, ours)
 
 
-def test_load_state_dict_with_tensors_of_different_sizes_is_refused():
+def test_load_state_dict_with_tensors_of_different_shapes_is_refused():
     checkpoint = _state(nn.BatchNorm2d(3))
     checkpoint["running_var"] = torch.ones(4)
-    with pytest.raises(RuntimeError, match=r"LazyBatchNorm2d: the per-channel tensors .*\[3, 4\]"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"LazyBatchNorm2d: expected the loaded weight, bias, running_mean and "
+        r"running_var of one shape \(C,\), got shapes \[\(3,\), \(4,\)\]",
+    ):
         nk.nn.LazyBatchNorm2d().load_state_dict(checkpoint)
+    model = nn.Sequential(nn.ReLU(), nk.nn.LazyBatchNorm1d(affine=False))
+    with pytest.raises(RuntimeError, match=r"LazyBatchNorm1d at '1': .*got shapes \[\(2, 3\)\]"):
+        model.load_state_dict(
+            {
+                "1.running_mean": torch.zeros(2, 3),
+                "1.running_var": torch.ones(2, 3),
+                "1.num_batches_tracked": torch.tensor(0),
+            }
+        )
 
 
 def test_partial_load_then_first_call_initializes_only_the_missing_tensors():

@@ -114,13 +114,14 @@ class _LazyPerChannel:
         )
         if self.num_features != 0:
             return
-        sizes = {t.shape[0] for t in self._per_channel_tensors().values() if not is_lazy(t)}
-        if len(sizes) == 1:
-            self.num_features = sizes.pop()
-        elif sizes:
+        shapes = {tuple(t.shape) for t in self._per_channel_tensors().values() if not is_lazy(t)}
+        if len(shapes) == 1 and len(shape := next(iter(shapes))) == 1:
+            self.num_features = shape[0]
+        elif shapes:
+            where = f" at {prefix[:-1]!r}" if prefix else ""
             error_msgs.append(
-                f"{type(self).__name__}: the per-channel tensors loaded from "
-                f"{prefix or 'the state dict'} have different sizes {sorted(sizes)}"
+                f"{type(self).__name__}{where}: expected the loaded weight, bias, running_mean "
+                f"and running_var of one shape (C,), got shapes {sorted(shapes)}"
             )
 
     def forward(self, input: Tensor) -> Tensor:
