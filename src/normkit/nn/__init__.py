@@ -13,6 +13,14 @@ from normkit.nn.ghost import GhostBatchNorm1d, GhostBatchNorm2d
 from normkit.nn.groupnorm import GroupNorm, GroupNormAct
 from normkit.nn.instancenorm import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from normkit.nn.layernorm import LayerNorm, LayerNorm2d, LayerNormAct, LayerNormAct2d, RMSNorm
+from normkit.nn.lazy import (
+    LazyBatchNorm1d,
+    LazyBatchNorm2d,
+    LazyBatchNorm3d,
+    LazyInstanceNorm1d,
+    LazyInstanceNorm2d,
+    LazyInstanceNorm3d,
+)
 from normkit.nn.sync_batchnorm import SyncBatchNorm
 
 __all__ = [
@@ -39,6 +47,12 @@ __all__ = [
     "LayerNorm2d",
     "LayerNormAct",
     "LayerNormAct2d",
+    "LazyBatchNorm1d",
+    "LazyBatchNorm2d",
+    "LazyBatchNorm3d",
+    "LazyInstanceNorm1d",
+    "LazyInstanceNorm2d",
+    "LazyInstanceNorm3d",
     "RMSNorm",
     "SyncBatchNorm",
 ]
