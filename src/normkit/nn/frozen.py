@@ -40,6 +40,20 @@ _DOC_TEMPLATE = r"""BatchNorm with frozen statistics and affine parameters over 
 """
 
 
+def frozen_batch_norm_forward(layer: _FrozenBatchNorm, input: Tensor) -> Tensor:
+    """The forward of the FrozenBatchNorm layers (one FX node)."""
+    name = layer._layer_name()
+    v.check_rank(input, layer._ranks, name)
+    v.check_channels(input, layer.num_features, name)
+    return frozen_batch_norm(
+        input, layer.weight, layer.bias, layer.running_mean, layer.running_var, layer.eps,
+        act=layer.act, negative_slope=layer.negative_slope, name=name,
+    )  # fmt: skip
+
+
+torch.fx.wrap("frozen_batch_norm_forward")
+
+
 class _FrozenBatchNorm(nn.Module):
     _ranks: tuple[int, ...] = ()
     num_features: int
@@ -103,13 +117,7 @@ class _FrozenBatchNorm(nn.Module):
         return f"{type(self).__name__}({self.num_features})"
 
     def forward(self, input: Tensor) -> Tensor:
-        name = self._layer_name()
-        v.check_rank(input, self._ranks, name)
-        v.check_channels(input, self.num_features, name)
-        return frozen_batch_norm(
-            input, self.weight, self.bias, self.running_mean, self.running_var, self.eps,
-            act=self.act, negative_slope=self.negative_slope, name=name,
-        )  # fmt: skip
+        return frozen_batch_norm_forward(self, input)
 
     act = "identity"
     negative_slope = 0.01

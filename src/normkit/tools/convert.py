@@ -49,6 +49,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.lazy import LazyModuleMixin
 
 from normkit.tools import converters
 from normkit.tools._report import text_table
@@ -524,6 +525,17 @@ def convert(
             f"unknown conversion target {to!r}; expected one of {sorted(TARGETS)}"
         )
     target = TARGETS[to]
+    lazy = [
+        name or "<root>"
+        for name, m in model.named_modules()
+        if isinstance(m, LazyModuleMixin) and m.has_uninitialized_params()
+    ]
+    if lazy:
+        raise ConversionError(
+            f"convert(to={to!r}): {', '.join(lazy[:5])} {'is' if len(lazy) == 1 else 'are'} "
+            "lazy and not initialized yet: run one forward pass first (a dry run under "
+            "torch.no_grad() materializes them)"
+        )
     report = ConvertReport(to)
     root = model if inplace else copy.deepcopy(model)
 
