@@ -224,7 +224,8 @@ def test_symbolic_trace_computes_what_the_module_does_in_both_modes(build):
     x = torch.randn(4, 3, 4, 4, dtype=torch.float64)
     for _step in range(2):  # training: batch statistics, running statistics updated
         assert_close(traced.train()(x), reference.train()(x))
-    for (k, a), (_, b) in zip(traced.state_dict().items(), reference.state_dict().items()):
+    traced_state, reference_state = traced.state_dict(), reference.state_dict()
+    for (k, a), (_, b) in zip(traced_state.items(), reference_state.items(), strict=True):
         assert_close(a.double(), b.double(), what=k)
     # the traced module follows .train()/.eval() as the original does
     assert_close(traced.eval()(x), reference.eval()(x))
@@ -240,7 +241,7 @@ def test_a_traced_zoo_style_block_exposes_intermediate_features():
     norm_nodes = [n for n in graph.nodes if n.op == "call_function" and "norm" in n.name]
     assert norm_nodes, [n.name for n in graph.nodes]
     target = norm_nodes[0]
-    graph.output((target,))  # noqa: any node can become an output
+    graph.output((target,))  # any node can become an output
     for node in list(graph.nodes):
         if node.op == "output" and node.args != ((target,),):
             graph.erase_node(node)
