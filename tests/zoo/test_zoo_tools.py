@@ -166,3 +166,28 @@ def test_every_tool_runs(name):
         model.train()
         model(x)
     assert mon.records
+
+
+def _norms_before_exclusive_activations(model) -> set[str]:
+    """The BatchNorms of torchvision's Conv2dNormActivation blocks that have an activation."""
+    out = set()
+    for name, block in model.named_modules():
+        if type(block).__name__ == "Conv2dNormActivation" and len(block) == 3:
+            out.add(f"{name}.1")
+    return out
+
+
+def test_fusion_takes_exactly_the_exclusive_activation_modules():
+    mobilenet = _model("mobilenet_v2")
+    _, report = nk.tools.convert(mobilenet, "normkit", return_report=True)
+    assert {p.norm for p in report.fused} == _norms_before_exclusive_activations(mobilenet)
+    assert {p.act for p in report.fused} == {"relu6"}
+    # torchvision's ResNet blocks call one shared ReLU twice (after bn1 and after the add):
+    # only the stem's BatchNorm, with its own ReLU, fuses.
+    _, report = nk.tools.convert(_model("resnet18"), "normkit", return_report=True)
+    assert [(p.norm, p.activation) for p in report.fused] == [("bn1", "relu")]
+    unfused, report = nk.tools.convert(_model("densenet121"), "normkit", return_report=True,
+                                       fuse=False)  # fmt: skip
+    assert report.fused == [] and not any(
+        isinstance(m, nk.nn.FusedActivation) for m in unfused.modules()
+    )

@@ -2,7 +2,7 @@
 
 from normkit.nn.batch_renorm import BatchRenorm1d, BatchRenorm2d, BatchRenorm3d
 from normkit.nn.batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d
-from normkit.nn.batchnorm_act import BatchNormAct1d, BatchNormAct2d
+from normkit.nn.batchnorm_act import BatchNormAct1d, BatchNormAct2d, FusedActivation
 from normkit.nn.frozen import (
     FrozenBatchNorm1d,
     FrozenBatchNorm2d,
@@ -36,6 +36,7 @@ __all__ = [
     "FrozenBatchNorm2d",
     "FrozenBatchNorm3d",
     "FrozenBatchNormAct2d",
+    "FusedActivation",
     "GhostBatchNorm1d",
     "GhostBatchNorm2d",
     "GroupNorm",

@@ -63,6 +63,7 @@ from normkit.tools._walk import (
     replace_modules,
 )
 from normkit.tools.freeze import transfer_freeze
+from normkit.tools.fuse import fuse_activations, unfuse_markers
 
 ORIGIN_ATTR = "_normkit_origin"
 _PLAIN_BN = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d")
@@ -91,6 +92,7 @@ class ConvertReport:
     target: str
     replaced: list[Replacement] = field(default_factory=list)
     skipped: list[Replacement] = field(default_factory=list)
+    fused: list = field(default_factory=list)  # FusedPair(norm, activation, act)
 
     def __len__(self) -> int:
         return len(self.replaced)
@@ -110,6 +112,7 @@ class ConvertReport:
         head = f"convert(to={self.target!r}): {len(self.replaced)} layer(s) replaced"
         rows = [(r.name, r.old, r.new, r.note) for r in self.replaced]
         rows += [(r.name, r.old, "(kept)", r.note) for r in self.skipped]
+        rows += [(p.norm, "+ " + p.activation, f"act={p.act!r}", "fused") for p in self.fused]
         if not rows:
             return head + " (no matching layer)"
         return head + "\n" + text_table(["layer", "from", "to", "note"], rows)
@@ -266,7 +269,9 @@ def _to_normkit(old: nn.Module, options: dict[str, Any]) -> nn.Module:
 
 def _to_torch(old: nn.Module, options: dict[str, Any]) -> nn.Module:
     if converters.source_of(old) is not None:
-        return converters.restore(old)
+        old = converters.restore(old)
+        if not _is_normkit(old):
+            return old
     cls = converters.torch_twin_of(old)
     if cls is None:
         raise ConversionError(
@@ -486,6 +491,7 @@ def convert(
     include: Callable[[str, nn.Module], bool] | None = None,
     return_report: bool = False,
     quiet: bool = False,
+    fuse: bool = True,
     **options: Any,
 ) -> nn.Module | tuple[nn.Module, ConvertReport]:
     """Replace the normalization layers of ``model`` by those of target ``to``.
@@ -500,6 +506,9 @@ def convert(
         return_report: also return a :class:`ConvertReport`. Default: False
         quiet: no :class:`ConversionWarning` for the layers ``"normkit"`` left as they are
             (the report lists them either way). Default: False
+        fuse: with ``"normkit"``, also fuse each BatchNorm with the activation module that
+            alone consumes its output (:mod:`normkit.tools.fuse`; exact, same state dict;
+            ``"torch"`` undoes it). Default: True
         **options: target options: ``num_groups`` (int or ``f(C)``, group), ``rmax``,
             ``dmax``, ``warmup_steps`` (renorm), ``virtual_batch_size`` (ghost),
             ``process_group`` (sync), ``dim`` (rank for SyncBatchNorm sources).
@@ -538,6 +547,8 @@ def convert(
         )
     report = ConvertReport(to)
     root = model if inplace else copy.deepcopy(model)
+    if to == "torch":
+        root = unfuse_markers(root)
 
     def predicate(name: str, module: nn.Module) -> bool:
         return target.accepts(module) and (include is None or include(name or "", module))
@@ -560,6 +571,8 @@ def convert(
             )
     root = replace_modules(root, predicate, lambda name, module: built[id(module)])
     if to == "normkit":
+        if fuse:
+            root, report.fused = fuse_activations(root, include)
         _report_left(root, report, include)
         if report.skipped and not quiet:
             warnings.warn(report.left_summary(), ConversionWarning, stacklevel=2)
