@@ -51,12 +51,12 @@ def _forward_impl(x, weight, bias, eps):
     if channels_last:
         rt.kernel("row_forward", "rows", dt)(
             _arrays(x, True), _arrays(y, True), vector(weight, dt), vector(bias, dt), eps,
-            True, mean.numpy(), var.numpy(), rt.threads(),
+            True, mean.numpy(), var.numpy(), rt.threads(x.numel()),
         )  # fmt: skip
     else:
         rt.kernel("cn_forward", "ncl", dt)(
             _arrays(x, False), _arrays(y, False), vector(weight, dt), vector(bias, dt), eps,
-            mean.numpy(), var.numpy(), rt.threads(),
+            mean.numpy(), var.numpy(), rt.threads(x.numel()),
         )  # fmt: skip
     return y, mean, var
 
@@ -91,7 +91,7 @@ def _backward_impl(grad, x, weight, mean, var, eps):
     rt.kernel(name, layout, dt)(
         _arrays(g, channels_last), _arrays(x, channels_last), _arrays(dx, channels_last),
         vector(weight, dt), vector(mean, dt), vector(var, dt), eps, *extra, dweight.numpy(),
-        dbias.numpy(), rt.threads(),
+        dbias.numpy(), rt.threads(x.numel()),
     )  # fmt: skip
     return dx, dweight if weight is not None else dweight[:0].clone(), dbias
 
