@@ -10,7 +10,7 @@ fraction of the memory-bandwidth roofline: the minimum bytes the op must move (2
 tensor for a forward, 5x for forward+backward) over the measured copy bandwidth.
 
 The table is printed twice: in the default environment, then in a child process with the
-glibc malloc settings of KERNELS.md (``MALLOC_MMAP_MAX_=0``,
+glibc malloc settings of docs/kernels.md (``MALLOC_MMAP_MAX_=0``,
 ``MALLOC_TRIM_THRESHOLD_=17179869184``: large buffers are reused instead of being mapped
 and page-faulted afresh on every call), applied to both torch and normkit. Rows are
 appended to ``benchmarks/results/layers.csv`` with the versions, CPU and malloc setting.
@@ -323,7 +323,7 @@ def main(argv=None) -> int:
     append_csv(args.csv, csv_rows)
     print(f"\nrows appended to {args.csv}", flush=True)
     if not args.no_tuned_malloc and env.malloc == "default":
-        print("\n## Same rows with the malloc settings of KERNELS.md, both sides:", flush=True)
+        print("\n## Same rows with the malloc settings of docs/kernels.md, both sides:", flush=True)
         child = [sys.executable, __file__, "--no-tuned-malloc", *(argv or sys.argv[1:])]
         result = subprocess.run(child, env={**os.environ, **TUNED_MALLOC}, check=False)
         return result.returncode

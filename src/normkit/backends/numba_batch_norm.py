@@ -6,7 +6,7 @@ fresh tensors of that shape; statistics ``(C,)`` in x's dtype, ``var`` biased)::
 
     batch_norm_forward(x, weight, bias, eps, act, slope) -> (y, mean, var)
     batch_norm_eval_forward(x, weight, bias, mean, var, eps, act, slope) -> y
-    batch_norm_backward(grad, x, weight, bias, mean, var, eps, act, slope, batch_stats)
+    batch_norm_backward(grad, x, weight, bias, mean, var, eps, act, slope, own_statistics)
         -> (dx, dweight, dbias)           # dweight is empty when weight is None
     bn_stats(x) -> (mean, var)            # the primitives the variants compose
     bn_elemt(x, mean, invstd, weight, bias, act, slope) -> y
@@ -101,7 +101,7 @@ batch_norm_eval_forward = define(
 )
 
 
-def _backward_impl(grad, x, weight, bias, mean, var, eps, act, slope, batch_stats):
+def _backward_impl(grad, x, weight, bias, mean, var, eps, act, slope, own_statistics):
     bn = PerChannel(x)
     dt = bn.dtype
     g = bn.like(grad)
@@ -110,7 +110,7 @@ def _backward_impl(grad, x, weight, bias, mean, var, eps, act, slope, batch_stat
     dbias, dbias_a = bn.stat()
     w, m, v = vector(weight, dt), vector(mean, dt), vector(var, dt)
     threads = rt.threads(x.numel())
-    if act == "identity" and batch_stats:
+    if act == "identity" and own_statistics:
         rt.kernel("bn_backward", bn.layout, dt)(
             g, bn.array, dx_a, w, m, v, eps, dweight_a, dbias_a, threads
         )
@@ -124,21 +124,21 @@ def _backward_impl(grad, x, weight, bias, mean, var, eps, act, slope, batch_stat
         rt.kernel("bn_backward_reduce", bn.layout, dt)(
             g, bn.array, m, invstd, w, b, code, slope, dbias_a, dweight_a, threads
         )
-        sums = (dbias_a, dweight_a) if batch_stats else (vector(None, dt), vector(None, dt))
+        sums = (dbias_a, dweight_a) if own_statistics else (vector(None, dt), vector(None, dt))
         rt.kernel("bn_backward_elemt", bn.layout, dt)(
             g, bn.array, dx_a, m, invstd, w, b, *sums, bn.rows, code, slope, threads
         )
     return dx, dweight if weight is not None else torch.empty(0, dtype=dt), dbias
 
 
-def _backward_fake(grad, x, weight, bias, mean, var, eps, act, slope, batch_stats):
+def _backward_fake(grad, x, weight, bias, mean, var, eps, act, slope, own_statistics):
     channels = x.shape[1] if weight is not None else 0
     return _out_like(x), x.new_empty(channels), _stat_like(x)
 
 
 batch_norm_backward = define(
     "batch_norm_backward(Tensor grad, Tensor x, Tensor? weight, Tensor? bias, Tensor mean, "
-    "Tensor var, float eps, str act, float slope, bool batch_stats) -> (Tensor, Tensor, Tensor)",
+    "Tensor var, float eps, str act, float slope, bool own_statistics) -> (Tensor, Tensor, Tensor)",
     _backward_impl,
     _backward_fake,
 )

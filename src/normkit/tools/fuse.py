@@ -41,9 +41,7 @@ def _fusable_norm(module: nn.Module) -> bool:
     )
 
 
-def fuse_activations(
-    root: nn.Module, include=None
-) -> tuple[nn.Module, list[FusedPair]]:
+def fuse_activations(root: nn.Module, include=None) -> tuple[nn.Module, list[FusedPair]]:
     """Fuse every exact (BatchNorm -> activation module) pair of ``root``, in place;
     ``include(name, module)``, when given, must accept both modules of a pair."""
     graph = module_graph(root)
@@ -89,6 +87,4 @@ def fuse_activations(
 def unfuse_markers(root: nn.Module) -> nn.Module:
     """Put back the activation modules that :func:`fuse_activations` replaced."""
     marker = normkit_class("FusedActivation")
-    return replace_modules(
-        root, lambda name, m: isinstance(m, marker), lambda name, m: m.source
-    )
+    return replace_modules(root, lambda name, m: isinstance(m, marker), lambda name, m: m.source)

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from normkit.tools._progress import progress as _progress
+from normkit._progress import track
 from normkit.tools._report import text_table
 from normkit.tools._walk import (
     first_input,
@@ -403,7 +403,7 @@ def recalibrate(
     with recalibration(model, strategy, include) as rec, torch.no_grad():
         if not rec.layers:  # nothing to recalibrate (the context warned): no forward passes
             return (model, rec.report) if return_report else model
-        for batch in _progress(batches, total, "recalibrating BatchNorm", progress):
+        for batch in track(batches, total, "recalibrating BatchNorm", progress):
             if forward is not None:
                 forward(model, batch)
             else:
