@@ -72,8 +72,10 @@ def filter_response_norm(
     xa = _accumulate(x)
     nu2 = xa.square().mean(dim=_spatial(x), keepdim=True)
     z = xa * torch.rsqrt(nu2 + eps) * _channel(weight, xa, 1.0) + _channel(bias, xa, 0.0)
-    y = torch.maximum(z, _channel(tau, xa, 0.0)) if tau is not None else activation(
-        z, act, negative_slope
+    y = (
+        torch.maximum(z, _channel(tau, xa, 0.0))
+        if tau is not None
+        else activation(z, act, negative_slope)
     )
     return _finish(y, x)
 
@@ -147,15 +149,33 @@ def evo_norm_s0(
     return _finish(y * _channel(weight, xa, 1.0) + _channel(bias, xa, 0.0), x)
 
 
+def grn_layout(x: Tensor, channels_last: bool) -> str:
+    """How GlobalResponseNorm's input lies in memory, seen channels-first ``(N, C, *)``:
+    ``"ncl"`` (C-contiguous), ``"nlc"`` (channels fastest: the ``(N, *, C)`` view is
+    contiguous) or ``"copy"`` (neither). The output has the same layout; a ``"copy"`` input
+    gives a contiguous output in the input's own orientation."""
+    xc = x.movedim(-1, 1) if channels_last else x
+    if xc.is_contiguous():
+        return "ncl"
+    if xc.movedim(1, -1).is_contiguous():
+        return "nlc"
+    return "copy"
+
+
 def global_response_norm(
     x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, channels_last: bool
 ) -> Tensor:
     xc = _accumulate(x.movedim(-1, 1) if channels_last else x)
     gx = torch.linalg.vector_norm(xc, 2, dim=_spatial(xc), keepdim=True)
     nx = gx / (gx.mean(dim=1, keepdim=True) + eps)
-    y = xc + (_channel(weight, xc, 0.0) * (xc * nx) + _channel(bias, xc, 0.0))
-    y = _finish(y, x.movedim(-1, 1) if channels_last else x)
-    return y.movedim(1, -1) if channels_last else y
+    y = (xc + (_channel(weight, xc, 0.0) * (xc * nx) + _channel(bias, xc, 0.0))).to(x.dtype)
+    layout = grn_layout(x, channels_last)
+    if layout == "ncl":
+        y = y.contiguous()
+    elif layout == "nlc":
+        y = y.movedim(1, -1).contiguous().movedim(-1, 1)
+    y = y.movedim(1, -1) if channels_last else y
+    return y.contiguous() if layout == "copy" else y
 
 
 def rms_norm2d(x: Tensor, weight: Tensor | None, eps: float) -> Tensor:
