@@ -472,14 +472,20 @@ def _grn_forward_impl(x, weight, bias, eps, channels_last):
     rt.kernel(name, layout, dt)(
         *args, vector(weight, dt), vector(bias, dt), eps, gx.numpy(), rt.threads()
     )
-    return _grn_restore(buffer, layout, channels_last), gx
+    return _grn_like(_grn_restore(buffer, layout, channels_last), x, channels_last), gx
+
+
+def _grn_like(out: Tensor, x: Tensor, channels_last: bool) -> Tensor:
+    """``out`` laid out as ``torch.empty_like(x)`` (a copy only when x had to be copied
+    for the kernel and is dense in another order)."""
+    if grn_layout(x, channels_last) != "copy":
+        return out
+    like = torch.empty_like(x)
+    return out if out.stride() == like.stride() else like.copy_(out)
 
 
 def _grn_out_like(x: Tensor, channels_last: bool) -> Tensor:
-    layout = _grn_kernel_layout(x, channels_last)
-    arranged = _grn_arrange(x, layout, channels_last)
-    buffer = x.new_empty(arranged.shape)
-    return _grn_restore(buffer, layout, channels_last)
+    return torch.empty_like(x)
 
 
 def _grn_forward_fake(x, weight, bias, eps, channels_last):
@@ -514,7 +520,7 @@ def _grn_backward_impl(grad, x, weight, gx, eps, channels_last):
     rt.kernel(name, layout, dt)(
         *args, vector(weight, dt), eps, gx.numpy(), dw.numpy(), db.numpy(), rt.threads()
     )
-    return _grn_restore(buffer, layout, channels_last), dw, db
+    return _grn_like(_grn_restore(buffer, layout, channels_last), x, channels_last), dw, db
 
 
 def _grn_backward_fake(grad, x, weight, gx, eps, channels_last):

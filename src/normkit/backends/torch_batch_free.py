@@ -152,8 +152,8 @@ def evo_norm_s0(
 def grn_layout(x: Tensor, channels_last: bool) -> str:
     """How GlobalResponseNorm's input lies in memory, seen channels-first ``(N, C, *)``:
     ``"ncl"`` (C-contiguous), ``"nlc"`` (channels fastest: the ``(N, *, C)`` view is
-    contiguous) or ``"copy"`` (neither). The output has the same layout; a ``"copy"`` input
-    gives a contiguous output in the input's own orientation."""
+    contiguous) or ``"copy"`` (neither). The output is laid out as ``torch.empty_like(x)``
+    (as torch's elementwise ops lay out theirs)."""
     xc = x.movedim(-1, 1) if channels_last else x
     if xc.is_contiguous():
         return "ncl"
@@ -175,7 +175,10 @@ def global_response_norm(
     elif layout == "nlc":
         y = y.movedim(1, -1).contiguous().movedim(-1, 1)
     y = y.movedim(1, -1) if channels_last else y
-    return y.contiguous() if layout == "copy" else y
+    if layout == "copy":
+        like = torch.empty_like(x)
+        return y if y.stride() == like.stride() else like.copy_(y)
+    return y
 
 
 def rms_norm2d(x: Tensor, weight: Tensor | None, eps: float) -> Tensor:
