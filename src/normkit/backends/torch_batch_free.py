@@ -26,11 +26,14 @@ of spatial positions. Formulas: :mod:`normkit.reference_batch_free`.
 * ``global_response_norm(x, weight, bias, eps, channels_last)``: ``x`` is ``(N, C, *)``, or
   ``(N, *, C)`` with ``channels_last``; ``y = x + (w * (x * nx) + b)``,
   ``nx = gx / (mean_c(gx) + eps)``, ``gx`` the L2 norm of each channel over the positions.
-  The output keeps ``x``'s memory format seen channels-first.
+  The output is laid out as ``torch.empty_like(x)`` (as torch's elementwise ops lay out
+  theirs), not in the per-channel format.
 * ``rms_norm2d(x, weight, eps)``: ``x / sqrt(mean_c(x**2) + eps) * w`` at each position.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -80,10 +83,17 @@ def filter_response_norm(
     return _finish(y, x)
 
 
+def _variance(x: Tensor, dims: tuple[int, ...], keepdim: bool) -> Tensor:
+    """The biased variance over ``dims`` (two passes; NaN for an empty reduction, silently,
+    as torch's normalization kernels give)."""
+    centered = x - x.mean(dim=dims, keepdim=True)
+    return centered.square().mean(dim=dims, keepdim=keepdim)
+
+
 def batch_variance(x: Tensor) -> Tensor:
     """The biased variance of each channel of ``x (N, C, *)`` over all other dims, ``(C,)``,
     in the accumulation dtype (differentiable)."""
-    return torch.var(_accumulate(x), dim=(0, *_spatial(x)), correction=0)
+    return _variance(_accumulate(x), (0, *_spatial(x)), False)
 
 
 def evo_norm_b0_apply(
@@ -98,7 +108,7 @@ def evo_norm_b0_apply(
     per-channel ``var (C,)`` (the batch variance, or the running one)."""
     xa = _accumulate(x)
     left = torch.sqrt(_channel(var, xa, 0.0) + eps)
-    s_i = torch.sqrt(torch.var(xa, dim=_spatial(x), correction=0, keepdim=True) + eps)
+    s_i = torch.sqrt(_variance(xa, _spatial(x), True) + eps)
     right = xa * _channel(v, xa, 0.0) + s_i
     y = xa / torch.maximum(left, right) * _channel(weight, xa, 1.0) + _channel(bias, xa, 0.0)
     return _finish(y, x)
@@ -142,8 +152,8 @@ def evo_norm_s0(
     eps: float,
 ) -> Tensor:
     xa = _accumulate(x)
-    grouped = xa.reshape(x.shape[0], groups, -1)
-    s_g = torch.sqrt(torch.var(grouped, dim=2, correction=0, keepdim=True) + eps)
+    grouped = xa.reshape(x.shape[0], groups, math.prod(x.shape[1:]) // groups)
+    s_g = torch.sqrt(_variance(grouped, (2,), True) + eps)
     gated = xa * torch.sigmoid(xa * _channel(v, xa, 0.0)) if v is not None else xa
     y = (gated.reshape(grouped.shape) / s_g).reshape(x.shape)
     return _finish(y * _channel(weight, xa, 1.0) + _channel(bias, xa, 0.0), x)

@@ -378,7 +378,7 @@ def _evo_b0_plane_std(plane_var, eps):
 
 
 @entry(
-    ncl=f"void({_X}, {_X}, {_V}, {_V}, {_V}, {_V}, boolean, float64, {_F}, {_F}, {_F}, {_F}, int64)"
+    ncl=f"void({_X}, {_X}, {_V}, {_V}, {_V}, {_F}, boolean, float64, {_F}, {_F}, {_F}, {_F}, int64)"
 )
 def evo_b0_forward(
     x, y, v, w, b, running_var, training, eps, plane_mean, plane_var, batch_mean, batch_var,
