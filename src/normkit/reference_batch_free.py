@@ -271,7 +271,7 @@ def evo_norm_s0_backward(
         dx = q * (s + v * x * s * (1 - s)) - sum_group(q * a) / s_g**2 * (x - mean_g) / m
         dv = sum(q * x**2 * s * (1 - s));  dw = sum(g * a / s_g);  db = sum(g)
     """
-    n, c = x.shape[:2]
+    n = x.shape[0]
     m = x.size // (n * groups)
     s_g, mean_g = _group_std(x, groups, eps)
 
