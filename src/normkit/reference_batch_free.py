@@ -87,6 +87,8 @@ def filter_response_norm(
         z   = x / sqrt(nu2 + eps) * w + b
         y   = max(z, tau)        with tau (the TLU: FilterResponseNormTlu2d)
         y   = act(z)             without (FilterResponseNormAct2d; identity: no TLU)
+
+    Returns ``y``, x's shape.
     """
     nu2 = (x * x).mean(axis=_spatial(x), keepdims=True)
     z = x / np.sqrt(nu2 + eps) * _vec(weight, x, 1.0) + _vec(bias, x, 0.0)
@@ -317,6 +319,8 @@ def global_response_norm(
         gx = sqrt(sum(x**2))              # each channel's L2 norm over the spatial positions
         nx = gx / (mean_c(gx) + eps)      # eps outside any square root
         y  = x + (w * (x * nx) + b)
+
+    Returns ``y``, x's shape.
     """
     x = _channels_first(x, channels_last)
     gx = np.sqrt((x * x).sum(axis=_spatial(x), keepdims=True))
