@@ -83,6 +83,21 @@ def test_frn_act_builds_its_activation_as_timm():
     assert_close(slope(x), ref(x), torch.float32)
 
 
+def test_timms_own_activation_classes_are_fused():
+    class GELU(nn.Module):  # timm.layers.activations.GELU: F.gelu in a module
+        def forward(self, x):
+            return nn.functional.gelu(x)
+
+    GELU.__module__ = "timm.layers.activations"
+    layer = nk.nn.FilterResponseNormAct2d(4, act_layer=GELU)
+    assert nk.nn.batch_free.fused_activation(layer.act) == ("gelu", 0.01)
+    x = torch.randn(2, 4, 3, 3)
+    ref = timm.FilterResponseNormAct2d(4, act_layer=GELU)
+    assert_close(layer(x), ref(x), torch.float32)
+    assert nk.nn.batch_free.fused_activation(nn.GELU(approximate="tanh")) is None
+    assert nk.nn.batch_free.fused_activation(nn.PReLU()) is None
+
+
 def test_evo_norm_s0_group_size_decides():
     assert nk.nn.EvoNorm2dS0(64, groups=8, group_size=16).groups == 4
     assert nk.nn.EvoNorm2dS0a(48, group_size=8).groups == 6
@@ -114,6 +129,7 @@ def test_errors_name_the_layer_and_what_came():
         nk.nn.RmsNorm2d((4, 4))
     with pytest.raises(ValueError, match="momentum must be a number in"):
         nk.nn.EvoNorm2dB0(8, momentum=None)
+    nk.nn.EvoNorm2dB0(8, momentum=None, apply_act=False)  # an affine: momentum unused
     with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
         nk.nn.EvoNorm2dB0(8)(torch.randn(1, 8, 1, 1))
     with pytest.raises(ValueError, match="eps must be non-negative"):

@@ -173,14 +173,11 @@ def rms_norm2d_forward(layer: RmsNorm2d, input: Tensor) -> Tensor:
     return normalize_rms_2d(input, layer.weight, layer.eps, None, name)
 
 
-for _forward in (
-    "filter_response_norm_forward",
-    "evo_norm_b0_forward",
-    "evo_norm_s0_forward",
-    "global_response_norm_forward",
-    "rms_norm2d_forward",
-):
-    torch.fx.wrap(_forward)
+torch.fx.wrap("filter_response_norm_forward")
+torch.fx.wrap("evo_norm_b0_forward")
+torch.fx.wrap("evo_norm_s0_forward")
+torch.fx.wrap("global_response_norm_forward")
+torch.fx.wrap("rms_norm2d_forward")
 
 
 # ---------------------------------------------------------------------------------------
@@ -412,7 +409,8 @@ class EvoNorm2dB0(_BatchFree):
         name = type(self).__name__
         factory = {"device": device, "dtype": dtype}
         check.check_eps(eps, False, name)
-        check_b0_momentum(momentum, name)
+        if apply_act:  # without v the layer is an affine and never reads momentum
+            check_b0_momentum(momentum, name)
         self.apply_act = apply_act
         self.momentum = momentum
         self.eps = eps
