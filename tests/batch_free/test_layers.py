@@ -88,7 +88,7 @@ def test_timms_own_activation_classes_are_fused():
         def forward(self, x):
             return nn.functional.gelu(x)
 
-    GELU.__module__ = "timm.layers.activations"
+    GELU.__module__, GELU.__qualname__ = "timm.layers.activations", "GELU"
     layer = nk.nn.FilterResponseNormAct2d(4, act_layer=GELU)
     assert nk.nn.batch_free.fused_activation(layer.act) == ("gelu", 0.01)
     x = torch.randn(2, 4, 3, 3)
