@@ -310,6 +310,8 @@ def evo_norm_b0_train(
     y, _, _, _, batch_var = _evo_b0(x, v, weight, bias, None, eps)
     if running_var is not None:
         stat = batch_var.to(running_var.dtype)
+        # timm's rule is BatchNorm's for the variance alone (no running mean, no batch
+        # count): the variance also fills the mean slot, where the op only checks it.
         count = x.numel() // x.shape[1]
         running_stats_update(None, running_var, None, stat, stat, count, momentum, name)
     return y

@@ -127,6 +127,8 @@ def evo_norm_b0_train(
     var = batch_variance(x)
     if running_var is not None:
         stat = var.detach()
+        # timm's rule is BatchNorm's for the variance alone (no running mean, no batch
+        # count): the variance also fills the mean slot, where the op only checks it.
         count = x.numel() // x.shape[1]
         running_stats_update(None, running_var, None, stat, stat, count, momentum, name)
     return evo_norm_b0_apply(x, var, v, weight, bias, eps)
