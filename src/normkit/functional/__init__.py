@@ -20,7 +20,7 @@ from normkit.functional.batch_renorm import batch_renorm
 from normkit.functional.frozen_batch_norm import frozen_batch_norm
 from normkit.functional.ghost_batch_norm import ghost_batch_norm
 from normkit.functional.group_norm import group_norm
-from normkit.functional.layer_norm import layer_norm, rms_norm
+from normkit.functional.layer_norm import layer_norm, layer_norm_2d, rms_norm
 from normkit.functional.sync_batch_norm import sync_batch_norm
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "group_norm",
     "instance_norm",
     "layer_norm",
+    "layer_norm_2d",
     "rms_norm",
     "rms_norm2d",
     "sync_batch_norm",
