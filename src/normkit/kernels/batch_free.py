@@ -167,6 +167,20 @@ def _tlu_grad_apply(g, x, dx, a, b, tau, k1, k2):
         dx[i] = k1 * dz - k2 * x[i]
 
 
+@kernel
+def _act_grad_sums(g, x, a, b, act, slope):
+    """``(sum dz, sum dz * x)``, ``dz = g * act'(x * a + b)`` (a call, not inlined into the
+    parallel loop: Numba's inliner trips over the activation overloads inside a prange)."""
+    return grad_sums(g, x, x.dtype.type(0), a, b, act, slope)
+
+
+@kernel
+def _act_grad_apply(g, x, dx, k1, k2, a, b, act, slope):
+    """``dx = k1 * dz - k2 * x``, ``dz = g * act'(x * a + b)``."""
+    zero = x.dtype.type(0)
+    grad_apply(g, x, dx, zero, k1, k2, zero, a, b, act, slope)
+
+
 @kernel(parallel=True)
 def _frn_forward(x, y, w, b, tau, eps, act, slope, bounds, rstd):
     C = x.shape[1]
@@ -188,7 +202,6 @@ def _frn_forward(x, y, w, b, tau, eps, act, slope, bounds, rstd):
 def _frn_backward(g, x, dx, w, b, tau, rstd, act, slope, bounds, sdx, sdz, stau):
     C = x.shape[1]
     L = x.shape[2]
-    zero = x.dtype.type(0)
     for t in prange(bounds.shape[0] - 1):
         for j in range(bounds[t], bounds[t + 1]):
             n = j // C
@@ -198,7 +211,7 @@ def _frn_backward(g, x, dx, w, b, tau, rstd, act, slope, bounds, sdx, sdz, stau)
             if tau.shape[0] > 0:
                 s_dzx, s_dz, s_t = _tlu_grad_sums(g[n, c], x[n, c], a, b[c], tau[c])
             else:
-                s_dz, s_dzx = grad_sums(g[n, c], x[n, c], zero, a, b[c], act, slope)
+                s_dz, s_dzx = _act_grad_sums(g[n, c], x[n, c], a, b[c], act, slope)
                 s_t = 0.0
             sdx[j] = s_dzx * r
             sdz[j] = s_dz
@@ -208,7 +221,7 @@ def _frn_backward(g, x, dx, w, b, tau, rstd, act, slope, bounds, sdx, sdz, stau)
             if tau.shape[0] > 0:
                 _tlu_grad_apply(g[n, c], x[n, c], dx[n, c], a, b[c], tau[c], k1, k2)
             else:
-                grad_apply(g[n, c], x[n, c], dx[n, c], zero, k1, k2, zero, a, b[c], act, slope)
+                _act_grad_apply(g[n, c], x[n, c], dx[n, c], k1, k2, a, b[c], act, slope)
 
 
 @kernel
