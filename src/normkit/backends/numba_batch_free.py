@@ -78,9 +78,9 @@ def _stat(*shape: int) -> Tensor:
     return torch.empty(shape, dtype=_F64)
 
 
-def _grads(x: Tensor, *params: Tensor | None) -> list[Tensor]:
-    """``(C,)`` gradient buffers in x's dtype, one per parameter slot."""
-    return [torch.empty(x.shape[1], dtype=x.dtype) for _ in params]
+def _grads(x: Tensor, count: int) -> list[Tensor]:
+    """``count`` fresh ``(C,)`` parameter-gradient tensors in x's dtype."""
+    return [torch.empty(x.shape[1], dtype=x.dtype) for _ in range(count)]
 
 
 def _fake_grads(x: Tensor, count: int) -> list[Tensor]:
@@ -125,7 +125,7 @@ frn_forward = define(
 def _frn_backward_impl(grad, x, weight, bias, tau, rstd, act, negative_slope):
     dt = x.dtype
     dx = _PlaneOutput(x)
-    dw, db, dtau = _grads(x, weight, bias, tau)
+    dw, db, dtau = _grads(x, 3)
     rt.kernel("frn_backward", "ncl", dt)(
         _planes(grad, dt), _planes(x, dt), dx.array, vector(weight, dt), vector(bias, dt),
         vector(tau, dt), rstd.numpy(), rt.act_code(act), negative_slope, dw.numpy(),
@@ -227,7 +227,7 @@ def _evo_b0_backward_impl(
 ):
     dt = x.dtype
     dx = _PlaneOutput(x)
-    dv, dw, db = _grads(x, v, weight, None)
+    dv, dw, db = _grads(x, 3)
     rt.kernel("evo_b0_backward", "ncl", dt)(
         _planes(grad, dt), _planes(x, dt), dx.array, vector(v, dt), vector(weight, dt),
         plane_mean.numpy(), plane_var.numpy(), batch_mean.numpy(), batch_var.numpy(), training,
@@ -360,7 +360,7 @@ evo_s0_forward = define(
 def _evo_s0_backward_impl(grad, x, groups, v, weight, mean, var, eps):
     dt = x.dtype
     dx = _PlaneOutput(x)
-    dv, dw, db = _grads(x, v, weight, None)
+    dv, dw, db = _grads(x, 3)
     rt.kernel("evo_s0_backward", "ncl", dt)(
         _planes(grad, dt), _planes(x, dt), dx.array, groups, vector(v, dt), vector(weight, dt),
         mean.numpy(), var.numpy(), eps, dv.numpy(), dw.numpy(), db.numpy(), rt.threads(),
@@ -486,13 +486,9 @@ def _grn_like(out: Tensor, x: Tensor, channels_last: bool) -> Tensor:
     return out if out.stride() == like.stride() else like.copy_(out)
 
 
-def _grn_out_like(x: Tensor, channels_last: bool) -> Tensor:
-    return torch.empty_like(x)
-
-
 def _grn_forward_fake(x, weight, bias, eps, channels_last):
     c = _grn_channels(x, channels_last)
-    return _grn_out_like(x, channels_last), x.new_empty((x.shape[0], c), dtype=_F64)
+    return torch.empty_like(x), x.new_empty((x.shape[0], c), dtype=_F64)
 
 
 grn_forward = define(
@@ -527,7 +523,7 @@ def _grn_backward_impl(grad, x, weight, gx, eps, channels_last):
 
 def _grn_backward_fake(grad, x, weight, gx, eps, channels_last):
     c = _grn_channels(x, channels_last)
-    return _grn_out_like(x, channels_last), x.new_empty(c), x.new_empty(c)
+    return torch.empty_like(x), x.new_empty(c), x.new_empty(c)
 
 
 grn_backward = define(
