@@ -193,6 +193,38 @@ def cnn_builder(shape, mode, layout):
     return {"torch": step_for(reference), "normkit": step_for(ours)}
 
 
+def _timm_stand_ins():
+    """The test zoo's faithful stand-ins of timm's classes (timm is not a dependency)."""
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from tests.zoo.ecosystem import timm_norm, timm_response_norm
+
+    return {**vars(timm_norm), **vars(timm_response_norm)}
+
+
+def timm_builder(cls: str, args: tuple, **kwargs) -> Callable[[tuple, str, str], Providers]:
+    """normkit's batch-free layer vs timm's plain-torch formulation of the same class
+    ("torch" column: timm's code), same state; ``layout="NHWC"`` feeds ``(N, H, W, C)``."""
+
+    def build(shape, mode, layout):
+        reference = _timm_stand_ins()[cls](*args, **kwargs)
+        ours = getattr(nk.nn, cls)(*args, **kwargs)
+        ours.load_state_dict(reference.state_dict())
+        x = _input(shape, layout if layout != "NHWC" else "NCHW")
+        if mode == "eval fwd":
+            return {
+                "torch": no_grad_forward(reference.eval(), x),
+                "normkit": no_grad_forward(ours.eval(), x),
+            }
+        if mode == "train fwd":
+            return {"torch": no_grad_forward(reference, x), "normkit": no_grad_forward(ours, x)}
+        grad = torch.randn_like(x)
+        return {"torch": train_step(reference, x, grad), "normkit": train_step(ours, x, grad)}
+
+    return build
+
+
 BN2D = layer_builder("BatchNorm2d", (64,))
 CASES: list[Case] = [
     Case("BatchNorm2d", (32, 64, 56, 56), "train fwd+bwd", BN2D, 2.5),
@@ -218,6 +250,28 @@ CASES: list[Case] = [
     Case("BatchNorm3d", (8, 32, 16, 28, 28), "train fwd+bwd", layer_builder("BatchNorm3d", (32,))),
     Case("GroupNorm(32)", (128, 512, 7, 7), "train fwd+bwd",
          layer_builder("GroupNorm", (32, 512))),
+    # Batch-free norms (issue 13): normkit vs timm's own plain-torch code ("torch" column).
+    Case("timm FilterResponseNormTlu2d", (32, 64, 56, 56), "train fwd+bwd",
+         timm_builder("FilterResponseNormTlu2d", (64,)), 1.5),
+    Case("timm FilterResponseNormAct2d(relu)", (32, 64, 56, 56), "train fwd+bwd",
+         timm_builder("FilterResponseNormAct2d", (64,)), 1.5),
+    Case("timm EvoNorm2dB0", (32, 64, 56, 56), "train fwd+bwd",
+         timm_builder("EvoNorm2dB0", (64,)), 1.5),
+    Case("timm EvoNorm2dS0(32 groups)", (32, 64, 56, 56), "train fwd+bwd",
+         timm_builder("EvoNorm2dS0", (64,)), 1.5),
+    Case("timm EvoNorm2dS0a(32 groups)", (32, 64, 56, 56), "train fwd+bwd",
+         timm_builder("EvoNorm2dS0a", (64,)), 1.5),
+    Case("timm GlobalResponseNorm(NCHW)", (32, 64, 56, 56), "train fwd+bwd",
+         timm_builder("GlobalResponseNorm", (64,), channels_last=False), 1.5),
+    Case("timm GlobalResponseNorm(NHWC)", (32, 56, 56, 64), "train fwd+bwd",
+         timm_builder("GlobalResponseNorm", (64,)), 1.5, "NHWC"),
+    Case("timm RmsNorm2d", (32, 64, 56, 56), "train fwd+bwd",
+         timm_builder("RmsNorm2d", (64,)), 1.5),
+    Case("timm RmsNorm2d", (32, 64, 56, 56), "train fwd+bwd",
+         timm_builder("RmsNorm2d", (64,)), 1.5, "channels_last"),
+    Case("timm EvoNorm2dB0", (32, 64, 56, 56), "eval fwd", timm_builder("EvoNorm2dB0", (64,))),
+    Case("timm FilterResponseNormTlu2d", (32, 64, 56, 56), "eval fwd",
+         timm_builder("FilterResponseNormTlu2d", (64,))),
 ]  # fmt: skip
 QUICK_CASES: list[Case] = [
     Case("BatchNorm2d", (8, 16, 28, 28), "train fwd+bwd", layer_builder("BatchNorm2d", (16,))),

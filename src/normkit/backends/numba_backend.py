@@ -14,6 +14,7 @@ import torch
 
 from normkit.backends import _numba_runtime as rt
 from normkit.backends import (
+    numba_batch_free,
     numba_batch_norm,
     numba_channel_norm,
     numba_group_norm,
@@ -40,6 +41,7 @@ OPS = {
     "bn_elemt": numba_batch_norm.bn_elemt,
     "bn_backward_reduce": numba_batch_norm.bn_backward_reduce,
     "bn_backward_elemt": numba_batch_norm.bn_backward_elemt,
+    **numba_batch_free.OPS,
 }
 
 register_backend("numba", supports, OPS)

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from normkit._shared import per_channel_format
-from normkit.backends import register_backend, torch_ops
+from normkit.backends import register_backend, torch_batch_free, torch_ops
 from normkit.backends.running import commit_running_stats
 from normkit.backends.torch_ops import activation
 
@@ -162,6 +162,7 @@ OPS = {
     "bn_elemt": torch_ops.batch_norm_elemt,
     "bn_backward_reduce": torch_ops.batch_norm_backward_reduce,
     "bn_backward_elemt": torch_ops.batch_norm_backward_elemt,
+    **torch_batch_free.OPS,
 }
 
 

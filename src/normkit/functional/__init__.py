@@ -7,6 +7,13 @@ and ``name=`` (the name used in error messages).
 
 from normkit.functional._running import NonFiniteStatisticsWarning, update_running_stats
 from normkit.functional._validate import NormDTypeError, NormInputError
+from normkit.functional.batch_free import (
+    evo_norm_b0,
+    evo_norm_s0,
+    filter_response_norm,
+    global_response_norm,
+    rms_norm2d,
+)
 from normkit.functional.batch_norm import batch_norm, instance_norm
 from normkit.functional.batch_norm_act import batch_norm_act
 from normkit.functional.batch_renorm import batch_renorm
@@ -23,13 +30,18 @@ __all__ = [
     "batch_norm",
     "batch_norm_act",
     "batch_renorm",
+    "evo_norm_b0",
+    "evo_norm_s0",
+    "filter_response_norm",
     "frozen_batch_norm",
     "ghost_batch_norm",
+    "global_response_norm",
     "group_norm",
     "instance_norm",
     "layer_norm",
     "layer_norm_2d",
     "rms_norm",
+    "rms_norm2d",
     "sync_batch_norm",
     "update_running_stats",
 ]

@@ -9,7 +9,7 @@ compiles per (layout, dtype) on first use and is cached on disk; nothing compile
 
 from __future__ import annotations
 
-from normkit.kernels import batch_norm, channel_norm, group_norm, row_norm, running
+from normkit.kernels import batch_free, batch_norm, channel_norm, group_norm, row_norm, running
 from normkit.kernels._common import ACT_CODES
 from normkit.kernels._jit import Entry, cache_dir, launch_lock, set_threads, start_threads
 
@@ -29,6 +29,7 @@ KERNELS: dict[str, Entry] = {
     "running_update": running.running_update,
     "cn_forward": channel_norm.cn_forward,
     "cn_backward": channel_norm.cn_backward,
+    **batch_free.KERNELS,
 }
 
 __all__ = [

@@ -1,5 +1,14 @@
 """Stateful normalization layers: torch.nn's names, signatures, attributes and state_dicts."""
 
+from normkit.nn.batch_free import (
+    EvoNorm2dB0,
+    EvoNorm2dS0,
+    EvoNorm2dS0a,
+    FilterResponseNormAct2d,
+    FilterResponseNormTlu2d,
+    GlobalResponseNorm,
+    RmsNorm2d,
+)
 from normkit.nn.batch_renorm import BatchRenorm1d, BatchRenorm2d, BatchRenorm3d
 from normkit.nn.batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d
 from normkit.nn.batchnorm_act import BatchNormAct1d, BatchNormAct2d, FusedActivation
@@ -32,6 +41,11 @@ __all__ = [
     "BatchRenorm1d",
     "BatchRenorm2d",
     "BatchRenorm3d",
+    "EvoNorm2dB0",
+    "EvoNorm2dS0",
+    "EvoNorm2dS0a",
+    "FilterResponseNormAct2d",
+    "FilterResponseNormTlu2d",
     "FrozenBatchNorm1d",
     "FrozenBatchNorm2d",
     "FrozenBatchNorm3d",
@@ -39,6 +53,7 @@ __all__ = [
     "FusedActivation",
     "GhostBatchNorm1d",
     "GhostBatchNorm2d",
+    "GlobalResponseNorm",
     "GroupNorm",
     "GroupNormAct",
     "InstanceNorm1d",
@@ -55,5 +70,6 @@ __all__ = [
     "LazyInstanceNorm2d",
     "LazyInstanceNorm3d",
     "RMSNorm",
+    "RmsNorm2d",
     "SyncBatchNorm",
 ]
