@@ -18,7 +18,7 @@ def _param_grad(grad, param):
 
 
 def batch_norm_forward(x, w, b, eps, act="identity", slope=0.01):
-    return ops.batch_norm_forward(x, w, b, eps, act, slope)
+    return ops.batch_norm_forward(x, w, b, None, None, None, None, eps, act, slope, "test")
 
 
 def batch_norm_backward(g, x, w, mean, var, eps, b=None, act="identity", slope=0.01):

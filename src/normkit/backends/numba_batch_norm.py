@@ -4,7 +4,10 @@ backend functions of the op contract (:mod:`normkit.backends.torch_backend`).
 Ops (``torch.ops.normkit.*``; ``x`` is the layer's own ``(N, C, *)`` tensor, outputs are
 fresh tensors of that shape; statistics ``(C,)`` in x's dtype, ``var`` biased)::
 
-    batch_norm_forward(x, weight, bias, eps, act, slope) -> (y, mean, var)
+    batch_norm_forward(x, weight, bias, running_mean, running_var, num_batches_tracked,
+                       momentum, eps, act, slope, name) -> (y, mean, var)
+        # the running statistics, when given, updated in place (the rule of
+        # normkit.backends.running)
     batch_norm_eval_forward(x, weight, bias, mean, var, eps, act, slope) -> y
     batch_norm_backward(grad, x, weight, bias, mean, var, eps, act, slope, own_statistics)
         -> (dx, dweight, dbias)           # dweight is empty when weight is None
@@ -35,10 +38,13 @@ from normkit.backends import _numba_runtime as rt
 from normkit.backends import torch_backend
 from normkit.backends._arrays import PerChannel, vector
 from normkit.backends._ops import cast_grad, define, differentiable_grads, dtype_of, needs_autograd
-from normkit.backends.running import running_stats_update
+from normkit.backends.running import update_running_stats
 
 
-def _forward_impl(x, weight, bias, eps, act, slope):
+def _forward_impl(
+    x, weight, bias, running_mean, running_var, num_batches_tracked, momentum, eps, act, slope,
+    name,
+):  # fmt: skip
     bn = PerChannel(x)
     dt = bn.dtype
     y, y_a = bn.empty()
@@ -48,6 +54,10 @@ def _forward_impl(x, weight, bias, eps, act, slope):
         bn.array, y_a, vector(weight, dt), vector(bias, dt), eps, rt.act_code(act), slope,
         mean_a, var_a, rt.threads(x.numel()),
     )  # fmt: skip
+    if running_mean is not None or running_var is not None:
+        update_running_stats(
+            running_mean, running_var, num_batches_tracked, mean, var, bn.rows, momentum, name
+        )
     return y, mean, var
 
 
@@ -59,13 +69,16 @@ def _out_like(x: Tensor) -> Tensor:
     return torch.empty_like(x, memory_format=rt.per_channel_format(x))
 
 
-def _forward_fake(x, weight, bias, eps, act, slope):
+def _forward_fake(x, weight, bias, running_mean, running_var, nbt, momentum, eps, act, slope, name):
     return _out_like(x), _stat_like(x), _stat_like(x)
 
 
+# The running statistics are updated in the same op (torch's kernel does it too): the batch
+# statistics are still in hand, and one call less per layer.
 batch_norm_forward = define(
-    "batch_norm_forward(Tensor x, Tensor? weight, Tensor? bias, float eps, str act, "
-    "float slope) -> (Tensor, Tensor, Tensor)",
+    "batch_norm_forward(Tensor x, Tensor? weight, Tensor? bias, Tensor(a!)? running_mean, "
+    "Tensor(b!)? running_var, Tensor(c!)? num_batches_tracked, float? momentum, float eps, "
+    "str act, float slope, str name) -> (Tensor, Tensor, Tensor)",
     _forward_impl,
     _forward_fake,
 )
@@ -146,8 +159,11 @@ batch_norm_backward = define(
 
 class _BatchNormTrain(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, eps, act, slope):
-        y, mean, var = batch_norm_forward(x, weight, bias, eps, act, slope)
+    def forward(ctx, x, weight, bias, running_mean, running_var, nbt, momentum, eps, act, slope,
+                name):  # fmt: skip
+        y, mean, var = batch_norm_forward(
+            x, weight, bias, running_mean, running_var, nbt, momentum, eps, act, slope, name
+        )
         ctx.save_for_backward(x, weight, bias, mean, var)
         ctx.options = (eps, act, slope)
         ctx.mark_non_differentiable(mean, var)
@@ -157,7 +173,7 @@ class _BatchNormTrain(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad, _grad_mean, _grad_var):
         if grad is None:  # only the statistics were used: nothing flows back
-            return (None,) * 6
+            return (None,) * 11
         x, weight, bias, mean, var = ctx.saved_tensors
         eps, act, slope = ctx.options
         needs = ctx.needs_input_grad[:3]
@@ -177,9 +193,7 @@ class _BatchNormTrain(torch.autograd.Function):
             dx if needs[0] else None,
             cast_grad(dweight, dtype_of(weight)) if needs[1] else None,
             cast_grad(dbias, dtype_of(bias)) if needs[2] else None,
-            None,
-            None,
-            None,
+            *(None,) * 8,
         )
 
 
@@ -230,16 +244,13 @@ def batch_norm_train(
     name: str = "batch_norm",
 ) -> Tensor:
     """See :func:`normkit.backends.torch_backend.batch_norm_train`."""
+    args = (
+        x, weight, bias, running_mean, running_var, num_batches_tracked, momentum, eps, act,
+        negative_slope, name,
+    )  # fmt: skip
     if needs_autograd(x, weight, bias):
-        y, mean, var = _BatchNormTrain.apply(x, weight, bias, eps, act, negative_slope)
-    else:
-        y, mean, var = batch_norm_forward(x, weight, bias, eps, act, negative_slope)
-    if running_mean is not None or running_var is not None:
-        count = x.numel() // x.shape[1]
-        running_stats_update(
-            running_mean, running_var, num_batches_tracked, mean, var, count, momentum, name
-        )
-    return y
+        return _BatchNormTrain.apply(*args)[0]
+    return batch_norm_forward(*args)[0]
 
 
 def batch_norm_eval(

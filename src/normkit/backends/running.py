@@ -14,8 +14,9 @@ raises :class:`NonFiniteStatisticsWarning` naming the layer; torch silently stor
 On CUDA the guard is branch-free (``torch.where``, no host synchronization) and no warning
 is raised.
 
-* ``normkit::running_stats_update`` applies the rule to given batch statistics (the numba
-  kernels and the BatchNorm variants compute them);
+* ``normkit::running_stats_update`` applies the rule to given batch statistics (the
+  BatchNorm variants compute them; the numba BatchNorm op calls the rule,
+  :func:`update_running_stats`, inside its own forward op);
 * ``normkit::commit_running_stats`` copies running statistics that torch's own kernel
   updated on copies of the buffers into them, unless that would turn finite running
   statistics non-finite.
@@ -26,7 +27,6 @@ code, warning included.
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import torch
@@ -46,25 +46,33 @@ def _warn(name: str) -> None:
 
 
 def _finite(*tensors: Tensor | None) -> bool:
-    """No NaN/Inf in any tensor (one host sync). A float64 sum is non-finite exactly when an
-    element is, for any statistics below 1e308 / numel."""
-    total = sum(t.sum(dtype=torch.float64) for t in tensors if t is not None)
-    return math.isfinite(float(total))
+    """No NaN/Inf in any tensor: one fused check (AMP's non-finite check, with a unit scale,
+    which leaves the values as they are) and one host sync."""
+    tensors = [t.detach() for t in tensors if t is not None]
+    found = torch.zeros((), dtype=torch.float32, device=tensors[0].device)
+    unit = torch.ones((), dtype=torch.float32, device=tensors[0].device)
+    torch._amp_foreach_non_finite_check_and_unscale_(tensors, found, unit)
+    return not found.item()
 
 
-_KERNEL: list = []
+_KERNELS: dict[torch.dtype, object] = {}
+_NO_BUFFER: dict[torch.dtype, object] = {}
 
 
-def _numba_update():
-    """The serial numba kernel for the rule, or None where numba does not load."""
-    if not _KERNEL:
+def _numba_update(dtype: torch.dtype):
+    """The serial numba kernel of the rule for ``dtype``, or None where numba does not load."""
+    if dtype not in _KERNELS:
         try:
+            import numpy as np
+
             from normkit.kernels import KERNELS
         except ImportError:  # pragma: no cover - numba missing
-            _KERNEL.append(None)
+            _KERNELS[dtype] = None
         else:
-            _KERNEL.append(KERNELS["running_update"])
-    return _KERNEL[0]
+            np_dtype = np.float32 if dtype == torch.float32 else np.float64
+            _KERNELS[dtype] = KERNELS["running_update"].get("vec", np_dtype)
+            _NO_BUFFER[dtype] = np.empty(0, np_dtype)
+    return _KERNELS[dtype]
 
 
 def _kernel_ready(t: Tensor | None, dtype: torch.dtype) -> bool:
@@ -73,28 +81,29 @@ def _kernel_ready(t: Tensor | None, dtype: torch.dtype) -> bool:
 
 def _lerp_if_finite(running_mean, running_var, batch_mean, batch_var, factor, bessel) -> bool:
     dtype = batch_mean.dtype
-    kernel = _numba_update()
-    if (
-        kernel is not None
-        and dtype in (torch.float32, torch.float64)
+    kernel = (
+        _numba_update(dtype)
+        if dtype in (torch.float32, torch.float64)
         and batch_var.dtype == dtype
         and batch_mean.is_cpu
-        and _kernel_ready(running_mean, dtype)
-        and _kernel_ready(running_var, dtype)
         and batch_mean.is_contiguous()
         and batch_var.is_contiguous()
-    ):
-        empty = batch_mean.new_empty(0).numpy()
-        updated = kernel.get("vec", batch_mean.numpy().dtype)(
-            empty if running_mean is None else running_mean.numpy(),
-            empty if running_var is None else running_var.numpy(),
-            batch_mean.numpy(), batch_var.numpy(), float(factor), float(bessel),
-        )  # fmt: skip
-        if updated:  # written through NumPy: tell autograd, as an in-place torch op would
-            torch.autograd.graph.increment_version(
-                tuple(t for t in (running_mean, running_var) if t is not None)
-            )
-        return bool(updated)
+        and _kernel_ready(running_mean, dtype)
+        and _kernel_ready(running_var, dtype)
+        else None
+    )
+    if kernel is not None:
+        empty = _NO_BUFFER[dtype]
+        mean_a = empty if running_mean is None else running_mean.detach().numpy()
+        var_a = empty if running_var is None else running_var.detach().numpy()
+        stats = (batch_mean.detach().numpy(), batch_var.detach().numpy())
+        if not kernel(mean_a, var_a, *stats, float(factor), float(bessel)):
+            return False
+        # Written through NumPy: tell autograd, as an in-place torch op would.
+        torch.autograd.graph.increment_version(
+            tuple(t for t in (running_mean, running_var) if t is not None)
+        )
+        return True
     if not _finite(batch_mean, batch_var):
         return False
     if running_mean is not None:
@@ -120,7 +129,7 @@ def _update_branch_free(running_mean, running_var, nbt, batch_mean, batch_var, m
 
 
 @torch.no_grad()
-def _update_impl(
+def update_running_stats(
     running_mean: Tensor | None,
     running_var: Tensor | None,
     num_batches_tracked: Tensor | None,
@@ -162,7 +171,7 @@ running_stats_update = define(
     "running_stats_update(Tensor(a!)? running_mean, Tensor(b!)? running_var, "
     "Tensor(c!)? num_batches_tracked, Tensor batch_mean, Tensor batch_var, float count, "
     "float? momentum, str name) -> ()",
-    _update_impl,
+    update_running_stats,
     _update_fake,
     "CompositeExplicitAutograd",
 )
