@@ -13,7 +13,13 @@ from __future__ import annotations
 import torch
 
 from normkit.backends import _numba_runtime as rt
-from normkit.backends import numba_batch_norm, numba_group_norm, numba_row_norm, register_backend
+from normkit.backends import (
+    numba_batch_norm,
+    numba_group_norm,
+    numba_masked,
+    numba_row_norm,
+    register_backend,
+)
 from normkit.backends._arrays import NUMPY_DTYPES
 
 
@@ -33,6 +39,7 @@ OPS = {
     "bn_elemt": numba_batch_norm.bn_elemt,
     "bn_backward_reduce": numba_batch_norm.bn_backward_reduce,
     "bn_backward_elemt": numba_batch_norm.bn_backward_elemt,
+    **numba_masked.OPS,
 }
 
 register_backend("numba", supports, OPS)

@@ -25,7 +25,8 @@ result is a fresh tensor of that shape, in the memory format torch would return.
 
 All are differentiable through torch's autograd, to any order. The BatchNorm variants'
 primitives (``bn_stats``, ``bn_elemt``, ``bn_backward_reduce``, ``bn_backward_elemt``) are
-the composite ones of :mod:`normkit.backends.torch_ops`.
+the composite ones of :mod:`normkit.backends.torch_ops`; the masked ops (statistics from
+the valid positions of a padded batch) are in :mod:`normkit.backends.torch_masked`.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from normkit.backends import register_backend, torch_ops
+from normkit.backends import register_backend, torch_masked, torch_ops
 from normkit.backends.running import commit_running_stats
 from normkit.backends.torch_ops import activation
 
@@ -150,6 +151,7 @@ OPS = {
     "bn_elemt": torch_ops.batch_norm_elemt,
     "bn_backward_reduce": torch_ops.batch_norm_backward_reduce,
     "bn_backward_elemt": torch_ops.batch_norm_backward_elemt,
+    **torch_masked.OPS,
 }
 
 

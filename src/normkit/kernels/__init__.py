@@ -9,7 +9,7 @@ compiles per (layout, dtype) on first use and is cached on disk; nothing compile
 
 from __future__ import annotations
 
-from normkit.kernels import batch_norm, group_norm, row_norm, running
+from normkit.kernels import batch_norm, group_norm, masked, row_norm, running
 from normkit.kernels._common import ACT_CODES
 from normkit.kernels._jit import Entry, cache_dir, launch_lock, set_threads, start_threads
 
@@ -27,6 +27,14 @@ KERNELS: dict[str, Entry] = {
     "row_forward": row_norm.row_forward,
     "row_backward": row_norm.row_backward,
     "running_update": running.running_update,
+    "masked_bn_stats": masked.masked_bn_stats,
+    "masked_bn_elemt": masked.masked_bn_elemt,
+    "masked_bn_backward_reduce": masked.masked_bn_backward_reduce,
+    "masked_bn_backward_elemt": masked.masked_bn_backward_elemt,
+    "masked_bn_forward": masked.masked_bn_forward,
+    "masked_bn_backward": masked.masked_bn_backward,
+    "masked_gn_forward": masked.masked_gn_forward,
+    "masked_gn_backward": masked.masked_gn_backward,
 }
 
 __all__ = [
