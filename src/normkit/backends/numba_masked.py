@@ -139,7 +139,9 @@ masked_batch_norm_forward = define(
     "Tensor? bias, float eps, str act, float slope) -> (Tensor, Tensor, Tensor)",
     _forward_impl,
     lambda x, mask, count, weight, bias, eps, act, slope: (
-        _out_like(x), _stat_like(x), _stat_like(x)
+        _out_like(x),
+        _stat_like(x),
+        _stat_like(x),
     ),
 )
 
@@ -394,9 +396,7 @@ masked_bn_backward_reduce = define(
     "masked_bn_backward_reduce(Tensor grad, Tensor x, Tensor mask, Tensor mean, "
     "Tensor invstd, Tensor? weight, Tensor? bias, str act, float slope) -> (Tensor, Tensor)",
     _backward_reduce_impl,
-    lambda grad, x, mask, mean, invstd, weight, bias, act, slope: (
-        _stat_like(x), _stat_like(x)
-    ),
+    lambda grad, x, mask, mean, invstd, weight, bias, act, slope: (_stat_like(x), _stat_like(x)),
 )
 
 
@@ -510,9 +510,7 @@ class _MaskedGroupNorm(torch.autograd.Function):
         if torch.is_grad_enabled():
 
             def forward(x, weight, bias):
-                return torch_masked.group_norm_output(
-                    x, mask, counts, groups, weight, bias, eps
-                )[0]
+                return torch_masked.group_norm_output(x, mask, counts, groups, weight, bias, eps)[0]
 
             dx, dweight, dbias = differentiable_grads(forward, (x, weight, bias), grad, needs)
         else:

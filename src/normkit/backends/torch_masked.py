@@ -48,6 +48,12 @@ def _valid(mask: Tensor) -> Tensor:
     return mask.unsqueeze(1)
 
 
+def _sanitized(t: Tensor, mask: Tensor) -> Tensor:
+    """``t`` with 0 at padded positions: whatever they held (NaN, Inf) can then reach no
+    result, forward or backward (``torch.where``'s gradient there is exactly 0)."""
+    return torch.where(_valid(mask), t, 0.0)
+
+
 def _dims(x: Tensor) -> tuple[int, ...]:
     return (0, *range(2, x.dim()))
 
@@ -77,10 +83,10 @@ def masked_moments(x: Tensor, mask: Tensor, count: Tensor) -> tuple[Tensor, Tens
     accumulation dtype), differentiable in ``x``."""
     acc = accumulation_dtype(x.dtype)
     m = _valid(mask)
-    xa = x.to(acc)
+    xa = _sanitized(x.to(acc), mask)
     n = count.to(acc)
     dims = _dims(x)
-    mean = torch.where(m, xa, 0.0).sum(dim=dims) / n
+    mean = xa.sum(dim=dims) / n
     centered = torch.where(m, xa - _channel(mean, acc, x), 0.0)
     return mean, centered.square().sum(dim=dims) / n
 
@@ -110,7 +116,7 @@ def masked_bn_elemt(
     negative_slope: float = 0.01,
 ) -> Tensor:
     acc = accumulation_dtype(x.dtype)
-    _, pre = _pre_activation(x, mean, invstd, weight, bias, acc)
+    _, pre = _pre_activation(_sanitized(x, mask), mean, invstd, weight, bias, acc)
     y = torch.where(_valid(mask), activation(pre, act, negative_slope), 0.0)
     return _keep_layout(y.to(x.dtype), x)
 
@@ -128,8 +134,9 @@ def masked_bn_backward_reduce(
 ) -> tuple[Tensor, Tensor]:
     acc = accumulation_dtype(x.dtype)
     m = _valid(mask)
-    x_hat, pre = _pre_activation(x, mean, invstd, weight, bias, acc)
-    dy = torch.where(m, activation_grad(grad.to(acc), pre, act, negative_slope), 0.0)
+    x_hat, pre = _pre_activation(_sanitized(x, mask), mean, invstd, weight, bias, acc)
+    g = _sanitized(grad.to(acc), mask)
+    dy = torch.where(m, activation_grad(g, pre, act, negative_slope), 0.0)
     dims = _dims(x)
     return dy.sum(dim=dims), torch.where(m, dy * x_hat, 0.0).sum(dim=dims)
 
@@ -150,8 +157,8 @@ def masked_bn_backward_elemt(
 ) -> Tensor:
     acc = accumulation_dtype(x.dtype)
     m = _valid(mask)
-    x_hat, pre = _pre_activation(x, mean, invstd, weight, bias, acc)
-    dy = activation_grad(grad.to(acc), pre, act, negative_slope)
+    x_hat, pre = _pre_activation(_sanitized(x, mask), mean, invstd, weight, bias, acc)
+    dy = activation_grad(_sanitized(grad.to(acc), mask), pre, act, negative_slope)
     scale = _channel(invstd if weight is None else invstd * weight.to(acc), acc, x)
     if sum_dy is not None and sum_dy_xhat is not None:
         n = count.to(acc)
@@ -213,9 +220,7 @@ def masked_batch_norm_eval(
 ) -> Tensor:
     acc = accumulation_dtype(x.dtype)
     invstd = torch.rsqrt(running_var.to(acc) + eps)
-    return masked_bn_elemt(
-        x, mask, running_mean.to(acc), invstd, weight, bias, act, negative_slope
-    )
+    return masked_bn_elemt(x, mask, running_mean.to(acc), invstd, weight, bias, act, negative_slope)
 
 
 # ---------------------------------------------------------------------------------------
@@ -230,10 +235,10 @@ def group_moments(
     acc = accumulation_dtype(x.dtype)
     n, c = x.shape[:2]
     k = c // num_groups
-    xg = x.to(acc).reshape(n, num_groups, k, -1)
+    xg = _sanitized(x.to(acc), mask).reshape(n, num_groups, k, -1)
     m = mask.reshape(n, 1, 1, -1)
     total = (counts.to(acc) * k).clamp_min(1.0).reshape(n, 1, 1, 1)
-    mean = torch.where(m, xg, 0.0).sum(dim=(2, 3), keepdim=True) / total
+    mean = xg.sum(dim=(2, 3), keepdim=True) / total
     centered = torch.where(m, xg - mean, 0.0)
     var = centered.square().sum(dim=(2, 3), keepdim=True) / total
     return centered, mean.reshape(n, num_groups), var.reshape(n, num_groups)

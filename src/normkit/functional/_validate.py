@@ -352,8 +352,7 @@ def check_mask(input: Tensor, mask: object, name: str) -> None:
         )
     if mask.device != input.device:
         raise NormInputError(
-            f"{name}: expected mask on the input's device {input.device}, got mask on "
-            f"{mask.device}"
+            f"{name}: expected mask on the input's device {input.device}, got mask on {mask.device}"
         )
 
 

@@ -180,9 +180,7 @@ def masked_grad_sums(g, x, mk, m, a, b, act, slope):
     n = x.shape[0]
     while start < n:
         stop = min(n, start + BLOCK)
-        u, v = _masked_grad_block(
-            g[start:stop], x[start:stop], mk[start:stop], m, a, b, act, slope
-        )
+        u, v = _masked_grad_block(g[start:stop], x[start:stop], mk[start:stop], m, a, b, act, slope)
         s1 += u
         s2 += v
         start = stop
@@ -228,7 +226,7 @@ def _first_valid(mk):
 
 @kernel
 def _ncl_shift(x, mk):
-    N, C, L = x.shape
+    _, C, L = x.shape
     idx = _first_valid(mk)
     shift = np.zeros(C, x.dtype)
     if idx.shape[0] == 0:
@@ -539,9 +537,7 @@ _V = "{t}[::1]"
 
 
 def _sig(template: str) -> dict[str, str]:
-    return {
-        layout: template.replace("X", x).replace("M", _M[layout]) for layout, x in _X.items()
-    }
+    return {layout: template.replace("X", x).replace("M", _M[layout]) for layout, x in _X.items()}
 
 
 @entry(**_sig(f"void(X, M, float64, {_V}, {_V}, int64)"))
@@ -638,7 +634,7 @@ def _group_shift(x, mk, n, c0, K):
 
 @kernel(parallel=True)
 def _gn_forward_groups(x, mk, y, counts, G, w, b, eps, mean_out, var_out):
-    N, C, L = x.shape
+    N, C = x.shape[0], x.shape[1]
     K = C // G
     for j in prange(N * G):
         n = j // G
@@ -672,7 +668,7 @@ def _gn_forward_groups(x, mk, y, counts, G, w, b, eps, mean_out, var_out):
 
 @kernel(parallel=True)
 def _gn_backward_groups(g, x, mk, dx, counts, G, w, mean, var, eps, sg, sgx):
-    N, C, L = x.shape
+    N, C = x.shape[0], x.shape[1]
     K = C // G
     zero = x.dtype.type(0)
     for j in prange(N * G):
@@ -716,7 +712,7 @@ def masked_gn_forward(x, mk, y, counts, G, w, b, eps, mean_out, var_out, threads
 )
 def masked_gn_backward(g, x, mk, dx, counts, G, w, mean, var, eps, dw_out, db_out, threads):
     """Masked GroupNorm backward: ``dx`` (0 at padded positions), ``dweight``, ``dbias``."""
-    N, C, L = x.shape
+    N, C = x.shape[0], x.shape[1]
     sg = np.empty((N, C))
     sgx = np.empty((N, C))
     _gn_backward_groups(g, x, mk, dx, counts, G, w, mean, var, eps, sg, sgx)

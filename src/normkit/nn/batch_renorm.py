@@ -67,9 +67,7 @@ _DOC_TEMPLATE = r"""Batch renormalization over a {rank} input (`Ioffe 2017
 """
 
 
-def batch_renorm_forward(
-    layer: _BatchRenorm, input: Tensor, mask: Tensor | None = None
-) -> Tensor:
+def batch_renorm_forward(layer: _BatchRenorm, input: Tensor, mask: Tensor | None = None) -> Tensor:
     """The forward of the BatchRenorm layers (one FX node; see :mod:`normkit.nn._base`);
     ``mask``: a padded batch's valid positions."""
     name = layer._check_input(input)
