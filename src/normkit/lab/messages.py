@@ -728,11 +728,15 @@ MESSAGES: dict[str, dict[str, str]] = {
     },
     "sequence.note_agreement": {
         "en": "Train mode: a copy of the network normalizes each test batch of {batch} with "
-        'that batch\'s statistics. "Same prediction": the fraction of test sequences whose '
-        "predicted class with {extra} extra padded frames equals the one without.",
+        "that batch's statistics. The padding sweep uses the first {used} test sequences, in "
+        "the same batches of {batch} at every amount of padding; 'same prediction' is the "
+        "fraction of them whose predicted class with {extra} extra padded frames equals the "
+        "one without.",
         "ko": "train 모드: 네트워크 사본이 테스트 예제 {batch}개씩 묶은 배치를 그 배치의 "
-        "통계로 정규화합니다. '같은 예측'은 패딩 프레임을 {extra}개 더 붙였을 때의 예측 "
-        "클래스가 붙이지 않았을 때와 같은 테스트 시퀀스의 비율입니다.",
+        "통계로 정규화합니다. 패딩 비교에는 테스트 시퀀스 앞쪽 {used}개를 쓰며, 패딩 양이 "
+        "달라도 {batch}개씩 묶는 배치 구성은 같습니다. '같은 예측'은 이 가운데 패딩 "
+        "프레임을 {extra}개 더 붙였을 때의 예측 클래스가 붙이지 않았을 때와 같은 시퀀스의 "
+        "비율입니다.",
     },
     "sequence.panel_eval": {
         "en": "(a) eval mode (running statistics)",

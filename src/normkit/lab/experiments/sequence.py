@@ -297,7 +297,12 @@ def run(cfg: Config, out_dir: Path) -> Result:
                 batch=batch_size,
                 steps=cfg.steps,
             ),
-            tr("sequence.note_agreement", extra=EXTRA_PADDING[-1], batch=batch_size),
+            tr(
+                "sequence.note_agreement",
+                extra=EXTRA_PADDING[-1],
+                batch=batch_size,
+                used=len(data.y_test) // batch_size * batch_size,
+            ),
         ],
     )
 
