@@ -42,10 +42,14 @@ def prefix_mask(lengths: list[int], shape: tuple[int, ...]) -> Tensor:
 
 
 def hole_mask(shape: tuple[int, ...], generator: torch.Generator, p: float = 0.6) -> Tensor:
-    """Random valid positions (holes anywhere), at least 2 per sample."""
+    """Random valid positions (holes anywhere): at least 2 per sample, or, for a mask over
+    samples only (``(N,)``), at least 2 samples."""
     mask = torch.rand(shape, generator=generator) < p
-    flat = mask.reshape(shape[0], -1)
-    flat[:, :2] = True
+    if len(shape) == 1:
+        mask[:2] = True
+    else:
+        mask.reshape(shape[0], -1)[:, :2] = True
+    assert not mask.all(), "a mask with holes"
     return mask
 
 
