@@ -10,7 +10,7 @@ fraction of the memory-bandwidth roofline: the minimum bytes the op must move (2
 tensor for a forward, 5x for forward+backward) over the measured copy bandwidth.
 
 The table is printed twice: in the default environment, then in a child process with the
-glibc malloc settings of KERNELS.md (``MALLOC_MMAP_MAX_=0``,
+glibc malloc settings of docs/kernels.md (``MALLOC_MMAP_MAX_=0``,
 ``MALLOC_TRIM_THRESHOLD_=17179869184``: large buffers are reused instead of being mapped
 and page-faulted afresh on every call), applied to both torch and normkit. Rows are
 appended to ``benchmarks/results/layers.csv`` with the versions, CPU and malloc setting.
@@ -238,6 +238,36 @@ def masked_builder(baseline: str) -> Callable[[tuple, str, str], Providers]:
             return {"torch": no_grad_forward(theirs, x), "normkit": no_grad_forward(ours, x)}
         return {"torch": train_step(theirs, x, grad), "normkit": train_step(ours, x, grad)}
 
+
+def _timm_stand_ins():
+    """The test zoo's faithful stand-ins of timm's classes (timm is not a dependency)."""
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from tests.zoo.ecosystem import timm_norm, timm_response_norm
+
+    return {**vars(timm_norm), **vars(timm_response_norm)}
+
+
+def timm_builder(cls: str, args: tuple, **kwargs) -> Callable[[tuple, str, str], Providers]:
+    """normkit's batch-free layer vs timm's plain-torch formulation of the same class
+    ("torch" column: timm's code), same state; ``layout="NHWC"`` feeds ``(N, H, W, C)``."""
+
+    def build(shape, mode, layout):
+        reference = _timm_stand_ins()[cls](*args, **kwargs)
+        ours = getattr(nk.nn, cls)(*args, **kwargs)
+        ours.load_state_dict(reference.state_dict())
+        x = _input(shape, layout if layout != "NHWC" else "NCHW")
+        if mode == "eval fwd":
+            return {
+                "torch": no_grad_forward(reference.eval(), x),
+                "normkit": no_grad_forward(ours.eval(), x),
+            }
+        if mode == "train fwd":
+            return {"torch": no_grad_forward(reference, x), "normkit": no_grad_forward(ours, x)}
+        grad = torch.randn_like(x)
+        return {"torch": train_step(reference, x, grad), "normkit": train_step(ours, x, grad)}
+
     return build
 
 
@@ -276,6 +306,28 @@ CASES: list[Case] = [
          masked_builder("normkit plain")),
     Case("masked BN1d 30% pad vs gather+BN+scatter", (32, 256, 400), "train fwd",
          masked_builder("gather")),
+    # Batch-free norms (issue 13): normkit vs timm's own plain-torch code ("torch" column).
+    Case("timm FilterResponseNormTlu2d", (32, 64, 56, 56), "train fwd+bwd",
+         timm_builder("FilterResponseNormTlu2d", (64,)), 1.5),
+    Case("timm FilterResponseNormAct2d(relu)", (32, 64, 56, 56), "train fwd+bwd",
+         timm_builder("FilterResponseNormAct2d", (64,)), 1.5),
+    Case("timm EvoNorm2dB0", (32, 64, 56, 56), "train fwd+bwd",
+         timm_builder("EvoNorm2dB0", (64,)), 1.5),
+    Case("timm EvoNorm2dS0(32 groups)", (32, 64, 56, 56), "train fwd+bwd",
+         timm_builder("EvoNorm2dS0", (64,)), 1.5),
+    Case("timm EvoNorm2dS0a(32 groups)", (32, 64, 56, 56), "train fwd+bwd",
+         timm_builder("EvoNorm2dS0a", (64,)), 1.5),
+    Case("timm GlobalResponseNorm(NCHW)", (32, 64, 56, 56), "train fwd+bwd",
+         timm_builder("GlobalResponseNorm", (64,), channels_last=False), 1.5),
+    Case("timm GlobalResponseNorm(NHWC)", (32, 56, 56, 64), "train fwd+bwd",
+         timm_builder("GlobalResponseNorm", (64,)), 1.5, "NHWC"),
+    Case("timm RmsNorm2d", (32, 64, 56, 56), "train fwd+bwd",
+         timm_builder("RmsNorm2d", (64,)), 1.5),
+    Case("timm RmsNorm2d", (32, 64, 56, 56), "train fwd+bwd",
+         timm_builder("RmsNorm2d", (64,)), 1.5, "channels_last"),
+    Case("timm EvoNorm2dB0", (32, 64, 56, 56), "eval fwd", timm_builder("EvoNorm2dB0", (64,))),
+    Case("timm FilterResponseNormTlu2d", (32, 64, 56, 56), "eval fwd",
+         timm_builder("FilterResponseNormTlu2d", (64,))),
 ]  # fmt: skip
 QUICK_CASES: list[Case] = [
     Case("BatchNorm2d", (8, 16, 28, 28), "train fwd+bwd", layer_builder("BatchNorm2d", (16,))),
@@ -383,7 +435,7 @@ def main(argv=None) -> int:
     append_csv(args.csv, csv_rows)
     print(f"\nrows appended to {args.csv}", flush=True)
     if not args.no_tuned_malloc and env.malloc == "default":
-        print("\n## Same rows with the malloc settings of KERNELS.md, both sides:", flush=True)
+        print("\n## Same rows with the malloc settings of docs/kernels.md, both sides:", flush=True)
         child = [sys.executable, __file__, "--no-tuned-malloc", *(argv or sys.argv[1:])]
         result = subprocess.run(child, env={**os.environ, **TUNED_MALLOC}, check=False)
         return result.returncode

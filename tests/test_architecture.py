@@ -1,5 +1,6 @@
-"""The layering arrows: kernels never import torch, functional never imports nn, tools never
-import kernels, and `import normkit` stays light (no numba, no tools, no lab)."""
+"""The layering arrows: kernels never import torch, functional never imports nn, nn never
+imports tools or lab (but for the Keras methods' import on call), tools never import kernels,
+and `import normkit` stays light (no numba, no tools, no lab)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,43 @@ def _violations(package: str, forbidden: tuple[str, ...]) -> list[str]:
         for name in names
         if any(name == f or name.startswith(f + ".") for f in forbidden)
     ]
+
+
+def _scoped_imports(path: Path) -> set[tuple[str, str]]:
+    """``(scope, imported module)`` for every import in ``path``; the scope is the dotted
+    name of the enclosing class/function (``"_BatchNorm.from_keras"``), ``""`` at module level."""
+    found = set()
+
+    def visit(node: ast.AST, scope: tuple[str, ...]) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.Import):
+                found.update((".".join(scope), alias.name) for alias in child.names)
+            elif isinstance(child, ast.ImportFrom) and child.module:
+                found.add((".".join(scope), child.module))
+            named = isinstance(child, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            visit(child, (*scope, child.name) if named else scope)
+
+    visit(ast.parse(path.read_text()), ())
+    return found
+
+
+# nn's only imports from above it: the Keras methods of BatchNorm1d/2d/3d
+# (``BatchNorm2d.from_keras``, ``bn.to_keras``) import normkit.tools.keras when called, so the
+# conversion is reachable from the class while ``import normkit`` loads no tools.
+NN_LAZY_TOOLS_IMPORTS = {
+    ("batchnorm.py", "_BatchNorm.from_keras", "normkit.tools.keras"),
+    ("batchnorm.py", "_BatchNorm.to_keras", "normkit.tools.keras"),
+}
+
+
+def test_nn_never_imports_tools_or_lab_but_the_keras_methods():
+    upward = {
+        (str(path.relative_to(SRC / "nn")), scope, name)
+        for path in sorted((SRC / "nn").rglob("*.py"))
+        for scope, name in _scoped_imports(path)
+        if any(name == f or name.startswith(f + ".") for f in ("normkit.tools", "normkit.lab"))
+    }
+    assert upward <= NN_LAZY_TOOLS_IMPORTS
 
 
 def test_kernels_never_import_torch():

@@ -12,6 +12,10 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from normkit.errors import CommandError
+
+__all__ = ["COMMAND_MODULES", "CommandError", "build_parser", "main"]
+
 # Modules providing subcommands, each with ``register(subparsers) -> None``; a registered
 # parser sets ``func(args) -> int`` as its default.
 COMMAND_MODULES: list[str] = [
@@ -20,10 +24,6 @@ COMMAND_MODULES: list[str] = [
     "normkit.lab.cli",
     "normkit.backends.warmup",
 ]
-
-
-class CommandError(Exception):
-    """A user-facing failure: printed as one line, exit status 2, no traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,7 +25,7 @@ def load_digits_tensors(seed: int = 0):
     try:
         from sklearn.datasets import load_digits
     except ImportError as exc:  # pragma: no cover - the lab extra provides it
-        from normkit.cli import CommandError
+        from normkit.errors import CommandError
 
         raise CommandError("the demo needs scikit-learn: pip install 'normkit[lab]'") from exc
     digits = load_digits()

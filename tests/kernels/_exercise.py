@@ -51,6 +51,11 @@ def exercise() -> dict[str, np.ndarray]:
                 one = x[:1]
                 gy, gm, gv = nb.group_norm_forward(one, 1, w, b, 1e-5)  # the chunked fallback
                 results += [gy, *nb.group_norm_backward(g[:1], one, 1, w, gm, gv, 1e-5)]
+            ln2d, ln2d_g = x.contiguous(), g.contiguous()  # channels-first LayerNorm
+            ly, lm, lv = torch.ops.normkit.layer_norm_2d_forward(ln2d, w, b, 1e-6)
+            results += [ly, lm, lv, *torch.ops.normkit.layer_norm_2d_backward(
+                ln2d_g, ln2d, w, lm, lv, 1e-6
+            )]  # fmt: skip
             rows, rg = x.reshape(-1, shape[-1]), g.reshape(-1, shape[-1])
             rw = torch.randn(shape[-1], generator=gen, dtype=dtype)
             for center in (True, False):

@@ -91,7 +91,7 @@ def test_numba_asked_for_by_name_raises_on_unsupported_tensors():
 
 def test_the_op_list_is_complete():
     assert OPS == sorted(numba_backend.OPS)
-    assert len(OPS) == 18, OPS  # 10 ops + 8 masked ones (normkit.backends.torch_masked)
+    assert len(OPS) == 25, OPS  # with the 8 masked ops (normkit.backends.torch_masked)
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -176,15 +176,19 @@ def test_grads_of_sum_backward_use_expanded_gradients():
 # Threads.
 
 
-def test_kernel_threads_follow_torch():
+def test_kernel_threads_follow_torch_and_small_tensors_run_serially():
     from normkit.kernels import _jit
+    from normkit.kernels._common import MIN_CHUNK
 
-    x = torch.randn(4, 3, 50)
+    large = torch.randn(4, 3, MIN_CHUNK)  # 12 chunks' worth
+    small = torch.randn(4, 3, 50)
     for count in (1, 2, 1):
         with torch_threads(count):
-            nb.batch_norm_forward(x, None, None, 1e-5)
+            nb.batch_norm_forward(large, None, None, 1e-5)
             assert _jit._local.threads == min(count, _jit.numba.config.NUMBA_NUM_THREADS)
             assert torch.get_num_threads() == count
+            nb.batch_norm_forward(small, None, None, 1e-5)
+            assert _jit._local.threads == 1  # no parallel region for 600 values
 
 
 def test_four_python_threads_share_layers_in_eval_mode():

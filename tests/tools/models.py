@@ -107,7 +107,8 @@ def randomize_norm_state(model: nn.Module, steps: int = 3, *inputs_shape) -> nn.
             if isinstance(rm, torch.Tensor) and isinstance(rv, torch.Tensor):
                 rm.copy_(torch.randn(rm.shape, generator=g) * 0.5)
                 rv.copy_(torch.rand(rv.shape, generator=g) + 0.5)
-                m.num_batches_tracked.fill_(7)
+                if isinstance(getattr(m, "num_batches_tracked", None), torch.Tensor):
+                    m.num_batches_tracked.fill_(7)
     return model
 
 

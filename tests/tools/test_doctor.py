@@ -46,13 +46,17 @@ def test_read_only():
 
 def test_bias_before_bn_and_finding_fields():
     findings = doctor(keras_cnn(nk.nn).eval(), checks=["bias-before-bn"])
+    # The same problem in two layers is one finding naming both.
     assert [(f.layer, f.severity) for f in findings] == [
-        ("0 (Conv2d)", "warning"),
-        ("4 (Conv2d)", "warning"),
+        ("2 layers: 0 (Conv2d), 4 (Conv2d)", "warning"),
     ]
     f = findings[0]
+    assert f.layers == ["0 (Conv2d)", "4 (Conv2d)"] and len(f.details) == 2
+    assert "1 (BatchNorm2d)" in f.details[0] and "5 (BatchNorm2d)" in f.details[1]
     assert "1 (BatchNorm2d)" in f.evidence and "bias=False" in f.fix
-    assert {"code", "severity", "layer", "evidence", "fix"} == set(findings.to_dicts()[0])
+    assert {"code", "severity", "layer", "evidence", "fix", "layers", "details"} == set(
+        findings.to_dicts()[0]
+    )
     assert "bias-before-bn" in findings.table()
     assert "bias-before-bn" not in _codes(doctor(mlp(nn).eval(), checks=["bias-before-bn"])[1:])
 
@@ -74,11 +78,13 @@ def test_train_mode_and_bn_training_in_eval():
 def test_small_batch():
     model = _trained_resnet()
     findings = doctor(model, torch.randn(4, 3, 16, 16), checks=["small-batch"])
-    assert len(findings) == 6 and "4 sample(s)" in findings[0].evidence
+    assert len(findings) == 1 and len(findings[0].layers) == 6
+    assert "4 sample(s)" in findings[0].evidence and findings[0].layer.startswith("6 layers: ")
     mlp_model = mlp(nk.nn).eval()
     recalibrate(mlp_model, [torch.randn(32, 20)])
     findings = doctor(mlp_model, torch.randn(1, 20))
-    assert _codes(findings, "error") == ["small-batch", "small-batch"]
+    assert _codes(findings, "error") == ["small-batch"]
+    assert len(findings.errors[0].layers) == 2
     gap = [f for f in findings if f.code == "train-eval-gap"]
     assert gap[0].severity == "info" and "not measured" in gap[0].evidence
 
@@ -90,13 +96,11 @@ def test_never_trained_and_momentum():
         nk.nn.BatchNorm2d(4, momentum=0.9),
     )
     findings = doctor(model.eval())
-    assert _codes(findings) == [
-        "never-trained",
-        "never-trained",
-        "keras-momentum",
-        "keras-momentum",
-    ]
-    assert "momentum=0.01" in findings[2].fix and "torch's momentum=0.01" in findings[2].evidence
+    assert _codes(findings) == ["never-trained", "keras-momentum"]
+    assert [len(f.layers) for f in findings] == [2, 2]
+    momentum = findings[1]
+    assert "momentum=0.01" in momentum.fix and "torch's momentum=0.01" in momentum.evidence
+    assert "momentum=0.1" in momentum.details[1]  # the second layer's own fix
     model[1].momentum = model[2].momentum = 0.1
     recalibrate(model, [torch.randn(8, 3, 4, 4)])
     assert _codes(doctor(model)) == []

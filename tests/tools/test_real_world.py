@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import normkit as nk
+from normkit.tools.recalibrate import NothingToRecalibrateWarning
 from tests.conftest import assert_close
 from tests.tools.models import MODEL_CASES, randomize_norm_state
 
@@ -37,7 +38,7 @@ def test_all_tools(case, library):
         _, report = nk.tools.recalibrate(model, batches, return_report=True)
         assert report.layers and not report.not_reached
     else:
-        with pytest.raises(ValueError, match="no BatchNorm layer"):
+        with pytest.warns(NothingToRecalibrateWarning, match="no BatchNorm layer"):
             nk.tools.recalibrate(model, [x])
 
     model.eval()

@@ -11,6 +11,7 @@ from torch import nn
 
 import normkit as nk
 from normkit.tools import EMA, recalibrate, recalibration
+from normkit.tools.recalibrate import NothingToRecalibrateWarning
 from tests.conftest import assert_close
 from tests.tools.models import ResNetish, mlp, randomize_norm_state
 
@@ -187,8 +188,11 @@ def test_not_reached_layers_and_context_manager():
 
 
 def test_errors():
-    with pytest.raises(ValueError, match=r"no BatchNorm layer.*found: LayerNorm"):
-        recalibrate(nn.Sequential(nn.LayerNorm(3)), [torch.randn(2, 3)])
+    layer_norm = nn.Sequential(nn.LayerNorm(3))
+    before = copy.deepcopy(layer_norm.state_dict())
+    with pytest.warns(NothingToRecalibrateWarning, match=r"no BatchNorm layer.*found: LayerNorm"):
+        assert recalibrate(layer_norm, [torch.randn(2, 3)]) is layer_norm
+    assert all(torch.equal(v, layer_norm.state_dict()[k]) for k, v in before.items())
     with pytest.raises(ValueError, match="no batches were given"):
         recalibrate(nn.BatchNorm1d(3), [])
     with pytest.raises(ValueError, match="unknown strategy 'precise'"):

@@ -124,17 +124,22 @@ def test_fold_frozen_batchnorm():
 
 
 @needs("BatchNormAct2d")
-def test_fold_batchnorm_act_only_without_activation():
+@pytest.mark.parametrize(
+    ("act", "kept"),
+    [("relu", nn.ReLU), ("identity", nn.Identity), ("silu", nn.SiLU), ("relu6", nn.ReLU6)],
+)
+def test_fold_batchnorm_act_keeps_the_activation(act, kept):
     conv = nn.Conv2d(3, 4, 1)
-    relu = nn.Sequential(copy.deepcopy(conv), nk.nn.BatchNormAct2d(4, act="relu")).eval()
-    ident = nn.Sequential(copy.deepcopy(conv), nk.nn.BatchNormAct2d(4, act="identity")).eval()
-    randomize_norm_state(relu)
-    randomize_norm_state(ident)
-    _, report = fold(relu, return_report=True)
-    assert len(report) == 0 and "activation" in dict(report.skipped)["1"]
-    folded = fold(ident)
+    model = nn.Sequential(copy.deepcopy(conv), nk.nn.BatchNormAct2d(4, act=act)).eval()
+    randomize_norm_state(model)
+    folded, report = fold(model, return_report=True)
+    assert report.folded == [("0", "1")] and type(folded[1]) is kept
     x = torch.randn(2, 3, 5, 5)
-    assert_close(_eval_out(folded, x), _eval_out(ident, x))
+    assert_close(_eval_out(folded, x), _eval_out(model, x))
+
+
+def test_batchnorm_act_does_not_convert_to_plain_batchnorm():
+    relu = nn.Sequential(nn.Conv2d(3, 4, 1), nk.nn.BatchNormAct2d(4, act="relu"))
     with pytest.raises(ConversionError, match="fuses an activation"):
         convert(relu, "batchnorm")
 

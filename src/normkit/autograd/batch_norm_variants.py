@@ -6,14 +6,14 @@ Every variant (batch renorm, ghost batches, fused activation, sync BN) is two st
    accumulation dtype), not differentiable; the variant then post-processes them
    (sync BN merges them across processes, batch renorm derives ``r`` and ``d``).
 2. :func:`bn_apply` -- ``y = act((x - mean) * invstd * weight + bias)``, differentiable in
-   ``x``, ``weight`` and ``bias``. With ``batch_stats=True`` the backward treats
+   ``x``, ``weight`` and ``bias``. With ``own_statistics=True`` the backward treats
    ``mean``/``invstd`` as the statistics of ``x`` itself (the full BatchNorm backward)::
 
        dy          = grad * act'(pre)
        sum_dy      = sum(dy),  sum_dy_xhat = sum(dy * x_hat)        # = dbias, dweight
        dx          = weight * invstd * (dy - sum_dy / n - x_hat * sum_dy_xhat / n)
 
-   and with ``batch_stats=False`` as constants (running or frozen statistics), so
+   and with ``own_statistics=False`` as constants (running or frozen statistics), so
    ``dx = dy * weight * invstd``. With ``group_name`` (sync BN), ``sum_dy``, ``sum_dy_xhat``
    and ``n`` are summed over the process group before ``dx`` (see
    :mod:`normkit.autograd.sync`); ``dweight``/``dbias`` stay this process's own share.
@@ -67,7 +67,7 @@ def _apply_backward(
     bias: Tensor | None,
     act: str,
     negative_slope: float,
-    batch_stats: bool,
+    own_statistics: bool,
     group_name: str | None,
     backend: str | None,
     need_dx: bool,
@@ -77,7 +77,7 @@ def _apply_backward(
     local ``dweight``/``dbias`` before any cast). With fixed statistics and no parameter
     gradient wanted (frozen affine), the reduction pass is skipped (sums returned as 0)."""
     channels = x.shape[1]
-    if x.numel() == 0 or not (batch_stats or need_params):
+    if x.numel() == 0 or not (own_statistics or need_params):
         acc = accumulation_dtype(x.dtype)
         sum_dy = x.new_zeros(channels, dtype=acc)
         sum_dy_xhat = x.new_zeros(channels, dtype=acc)
@@ -87,7 +87,7 @@ def _apply_backward(
     if not need_dx:
         return None, sum_dy_xhat, sum_dy
     total_dy, total_dy_xhat, count = sum_dy, sum_dy_xhat, x.numel() // max(channels, 1)
-    if batch_stats and group_name is not None:
+    if own_statistics and group_name is not None:
         # Every member must join this collective, an empty shard included.
         total_dy, total_dy_xhat, count = sync.all_reduce_grad_sums(
             sum_dy, sum_dy_xhat, count, group_name
@@ -95,7 +95,7 @@ def _apply_backward(
     if x.numel() == 0:
         return torch.empty_like(x), sum_dy_xhat, sum_dy
     elemt = select("bn_backward_elemt", x, backend)
-    if batch_stats:
+    if own_statistics:
         dx = elemt(
             grad, x, mean, invstd, weight, bias, total_dy, total_dy_xhat, count, act,
             negative_slope,
@@ -105,12 +105,12 @@ def _apply_backward(
     return dx, sum_dy_xhat, sum_dy
 
 
-def _composite_forward(mean, invstd, eps, act, negative_slope, batch_stats, group_name):
+def _composite_forward(mean, invstd, eps, act, negative_slope, own_statistics, group_name):
     """The differentiable forward used for double backward (statistics recomputed from x)."""
 
     def forward(x, weight, bias):
         m, s = mean, invstd
-        if batch_stats:
+        if own_statistics:
             if group_name is not None:
                 m, var = sync.differentiable_global_stats(x, group_name)
             else:
@@ -126,11 +126,11 @@ def _composite_forward(mean, invstd, eps, act, negative_slope, batch_stats, grou
 
 
 def _apply_backward_impl(
-    grad, x, mean, invstd, weight, bias, act, slope, batch_stats, group_name, backend, need_dx,
+    grad, x, mean, invstd, weight, bias, act, slope, own_statistics, group_name, backend, need_dx,
     need_params,
 ):  # fmt: skip
     dx, dweight, dbias = _apply_backward(
-        grad, x, mean, invstd, weight, bias, act, slope, batch_stats, group_name, backend,
+        grad, x, mean, invstd, weight, bias, act, slope, own_statistics, group_name, backend,
         need_dx, need_params,
     )  # fmt: skip
     dx = dx if dx is not None else x.new_empty(0)
@@ -138,7 +138,7 @@ def _apply_backward_impl(
 
 
 def _apply_backward_fake(
-    grad, x, mean, invstd, weight, bias, act, slope, batch_stats, group, backend, need_dx, need_p
+    grad, x, mean, invstd, weight, bias, act, slope, own_statistics, group, backend, need_dx, need_p
 ):  # fmt: skip
     acc = accumulation_dtype(x.dtype)
     channels = x.shape[1]
@@ -148,7 +148,7 @@ def _apply_backward_fake(
 
 _apply_backward_op = define(
     "bn_apply_backward(Tensor grad, Tensor x, Tensor mean, Tensor invstd, Tensor? weight, "
-    "Tensor? bias, str act, float slope, bool batch_stats, str? group_name, str? backend, "
+    "Tensor? bias, str act, float slope, bool own_statistics, str? group_name, str? backend, "
     "bool need_dx, bool need_params) -> (Tensor, Tensor, Tensor)",
     _apply_backward_impl,
     _apply_backward_fake,
@@ -159,25 +159,25 @@ _apply_backward_op = define(
 class _BatchNormApplyFn(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx, x, mean, invstd, weight, bias, eps, act, negative_slope, batch_stats, group, backend
+        ctx, x, mean, invstd, weight, bias, eps, act, negative_slope, own_statistics, group, backend
     ):
         ctx.save_for_backward(x, mean, invstd, weight, bias)
-        ctx.options = (eps, act, negative_slope, batch_stats, group, backend)
+        ctx.options = (eps, act, negative_slope, own_statistics, group, backend)
         return _apply(x, mean, invstd, weight, bias, act, negative_slope, backend)
 
     @staticmethod
     def backward(ctx, grad):
         x, mean, invstd, weight, bias = ctx.saved_tensors
-        eps, act, slope, batch_stats, group, backend = ctx.options
+        eps, act, slope, own_statistics, group, backend = ctx.options
         need_x, need_w, need_b = (ctx.needs_input_grad[i] for i in (0, 3, 4))
         if torch.is_grad_enabled():
-            forward = _composite_forward(mean, invstd, eps, act, slope, batch_stats, group)
+            forward = _composite_forward(mean, invstd, eps, act, slope, own_statistics, group)
             dx, dweight, dbias = differentiable_grads(
                 forward, (x, weight, bias), grad, (need_x, need_w, need_b)
             )
         else:
             dx, dweight, dbias = _apply_backward_op(
-                grad, x, mean, invstd, weight, bias, act, slope, batch_stats, group, backend,
+                grad, x, mean, invstd, weight, bias, act, slope, own_statistics, group, backend,
                 need_x, need_w or need_b,
             )  # fmt: skip
         return (
@@ -210,7 +210,7 @@ def bn_apply(
     eps: float,
     act: str = "identity",
     negative_slope: float = 0.01,
-    batch_stats: bool = True,
+    own_statistics: bool = True,
     group_name: str | None = None,
     backend: str | None = None,
 ) -> Tensor:
@@ -221,7 +221,7 @@ def bn_apply(
         weight, bias: ``(C,)`` or None; differentiable.
         eps: the epsilon behind ``invstd`` (used only by the double-backward recompute).
         act, negative_slope: the fused activation (:data:`normkit._shared.ACTIVATIONS`).
-        batch_stats: ``mean``/``invstd`` are the statistics of ``x`` itself (training
+        own_statistics: ``mean``/``invstd`` are the statistics of ``x`` itself (training
             backward); False: they are constants (inference, frozen statistics).
         group_name: a process group's name: the statistics were merged over that group and
             the backward sums ``sum(dy)``, ``sum(dy * x_hat)`` and the count over it.
@@ -232,5 +232,5 @@ def bn_apply(
     if not needs_autograd(x, weight, bias):
         return _apply(x, mean, invstd, weight, bias, act, negative_slope, backend)
     return _BatchNormApplyFn.apply(
-        x, mean, invstd, weight, bias, eps, act, negative_slope, batch_stats, group_name, backend
+        x, mean, invstd, weight, bias, eps, act, negative_slope, own_statistics, group_name, backend
     )

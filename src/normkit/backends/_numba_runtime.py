@@ -16,6 +16,7 @@ import torch
 from normkit._shared import per_channel_format
 from normkit.backends._arrays import NUMPY_DTYPES
 from normkit.kernels import ACT_CODES, KERNELS, launch_lock, set_threads, start_threads
+from normkit.kernels._common import MIN_CHUNK
 
 __all__ = ["act_code", "kernel", "per_channel_format", "threads", "usable"]
 
@@ -80,9 +81,12 @@ def kernel(name: str, layout: str, dtype: torch.dtype):
     return fn
 
 
-def threads() -> int:
-    """Kernel threads for this call: torch's intra-op thread count."""
-    return set_threads(torch.get_num_threads())
+def threads(numel: int) -> int:
+    """Kernel threads for a call over ``numel`` values: torch's intra-op thread count, but
+    one thread per ``MIN_CHUNK`` values at least (as torch's own grain size), so a small
+    tensor runs on the calling thread without waking the pool (which costs microseconds,
+    and far more when the other cores are busy)."""
+    return set_threads(min(torch.get_num_threads(), max(1, numel // MIN_CHUNK)))
 
 
 def act_code(act: str) -> int:

@@ -2,8 +2,8 @@
 
 glibc returns large freed blocks to the OS (``mmap``/trim thresholds), so each new output of
 tens of megabytes is faulted in page by page on first write: on this project's machine that
-cost more than the normalization itself (KERNELS.md: 22 ms to ``clone`` a 51 MB tensor).
-The numba backend therefore takes its large outputs (``y``, ``dx``) from this pool.
+cost more than the normalization itself (22 ms to ``clone`` a 51 MB tensor; docs/kernels.md).
+The numba backend takes its large outputs (``y``, ``dx``) from this pool when it is on.
 
 A buffer is handed out again only when nothing else refers to its storage any more: the
 pool keeps the storage and checks its use count, which every tensor, view, NumPy array,

@@ -14,7 +14,9 @@ import torch
 
 from normkit.backends import _numba_runtime as rt
 from normkit.backends import (
+    numba_batch_free,
     numba_batch_norm,
+    numba_channel_norm,
     numba_group_norm,
     numba_masked,
     numba_row_norm,
@@ -35,10 +37,12 @@ OPS = {
     "group_norm": numba_group_norm.group_norm,
     "layer_norm": numba_row_norm.layer_norm,
     "rms_norm": numba_row_norm.rms_norm,
+    "layer_norm_2d": numba_channel_norm.layer_norm_2d,
     "bn_stats": numba_batch_norm.bn_stats,
     "bn_elemt": numba_batch_norm.bn_elemt,
     "bn_backward_reduce": numba_batch_norm.bn_backward_reduce,
     "bn_backward_elemt": numba_batch_norm.bn_backward_elemt,
+    **numba_batch_free.OPS,
     **numba_masked.OPS,
 }
 

@@ -6,7 +6,7 @@ fresh tensors of that shape; statistics ``(C,)`` in x's dtype, ``var`` biased)::
 
     batch_norm_forward(x, weight, bias, eps, act, slope) -> (y, mean, var)
     batch_norm_eval_forward(x, weight, bias, mean, var, eps, act, slope) -> y
-    batch_norm_backward(grad, x, weight, bias, mean, var, eps, act, slope, batch_stats)
+    batch_norm_backward(grad, x, weight, bias, mean, var, eps, act, slope, own_statistics)
         -> (dx, dweight, dbias)           # dweight is empty when weight is None
     bn_stats(x) -> (mean, var)            # the primitives the variants compose
     bn_elemt(x, mean, invstd, weight, bias, act, slope) -> y
@@ -46,7 +46,7 @@ def _forward_impl(x, weight, bias, eps, act, slope):
     var, var_a = bn.stat()
     rt.kernel("bn_forward", bn.layout, dt)(
         bn.array, y_a, vector(weight, dt), vector(bias, dt), eps, rt.act_code(act), slope,
-        mean_a, var_a, rt.threads(),
+        mean_a, var_a, rt.threads(x.numel()),
     )  # fmt: skip
     return y, mean, var
 
@@ -78,13 +78,13 @@ def _eval_forward_impl(x, weight, bias, running_mean, running_var, eps, act, slo
     if act == "identity":
         rt.kernel("bn_eval_forward", bn.layout, dt)(
             bn.array, y_a, vector(running_mean, dt), vector(running_var, dt),
-            vector(weight, dt), vector(bias, dt), eps, rt.threads(),
+            vector(weight, dt), vector(bias, dt), eps, rt.threads(x.numel()),
         )  # fmt: skip
     else:
         invstd = torch.rsqrt(running_var.detach().to(dt) + eps)
         rt.kernel("bn_elemt", bn.layout, dt)(
             bn.array, y_a, vector(running_mean, dt), vector(invstd, dt), vector(weight, dt),
-            vector(bias, dt), rt.act_code(act), slope, rt.threads(),
+            vector(bias, dt), rt.act_code(act), slope, rt.threads(x.numel()),
         )  # fmt: skip
     return y
 
@@ -101,7 +101,7 @@ batch_norm_eval_forward = define(
 )
 
 
-def _backward_impl(grad, x, weight, bias, mean, var, eps, act, slope, batch_stats):
+def _backward_impl(grad, x, weight, bias, mean, var, eps, act, slope, own_statistics):
     bn = PerChannel(x)
     dt = bn.dtype
     g = bn.like(grad)
@@ -109,8 +109,8 @@ def _backward_impl(grad, x, weight, bias, mean, var, eps, act, slope, batch_stat
     dweight, dweight_a = bn.stat()
     dbias, dbias_a = bn.stat()
     w, m, v = vector(weight, dt), vector(mean, dt), vector(var, dt)
-    threads = rt.threads()
-    if act == "identity" and batch_stats:
+    threads = rt.threads(x.numel())
+    if act == "identity" and own_statistics:
         rt.kernel("bn_backward", bn.layout, dt)(
             g, bn.array, dx_a, w, m, v, eps, dweight_a, dbias_a, threads
         )
@@ -124,21 +124,21 @@ def _backward_impl(grad, x, weight, bias, mean, var, eps, act, slope, batch_stat
         rt.kernel("bn_backward_reduce", bn.layout, dt)(
             g, bn.array, m, invstd, w, b, code, slope, dbias_a, dweight_a, threads
         )
-        sums = (dbias_a, dweight_a) if batch_stats else (vector(None, dt), vector(None, dt))
+        sums = (dbias_a, dweight_a) if own_statistics else (vector(None, dt), vector(None, dt))
         rt.kernel("bn_backward_elemt", bn.layout, dt)(
             g, bn.array, dx_a, m, invstd, w, b, *sums, bn.rows, code, slope, threads
         )
     return dx, dweight if weight is not None else torch.empty(0, dtype=dt), dbias
 
 
-def _backward_fake(grad, x, weight, bias, mean, var, eps, act, slope, batch_stats):
+def _backward_fake(grad, x, weight, bias, mean, var, eps, act, slope, own_statistics):
     channels = x.shape[1] if weight is not None else 0
     return _out_like(x), x.new_empty(channels), _stat_like(x)
 
 
 batch_norm_backward = define(
     "batch_norm_backward(Tensor grad, Tensor x, Tensor? weight, Tensor? bias, Tensor mean, "
-    "Tensor var, float eps, str act, float slope, bool batch_stats) -> (Tensor, Tensor, Tensor)",
+    "Tensor var, float eps, str act, float slope, bool own_statistics) -> (Tensor, Tensor, Tensor)",
     _backward_impl,
     _backward_fake,
 )
@@ -270,7 +270,7 @@ def _stats_impl(x):
     bn = PerChannel(x)
     mean, mean_a = bn.stat()
     var, var_a = bn.stat()
-    rt.kernel("bn_stats", bn.layout, bn.dtype)(bn.array, mean_a, var_a, rt.threads())
+    rt.kernel("bn_stats", bn.layout, bn.dtype)(bn.array, mean_a, var_a, rt.threads(x.numel()))
     return mean, var
 
 
@@ -287,7 +287,7 @@ def _elemt_impl(x, mean, invstd, weight, bias, act, slope):
     y, y_a = bn.empty()
     rt.kernel("bn_elemt", bn.layout, dt)(
         bn.array, y_a, vector(mean, dt), vector(invstd, dt), vector(weight, dt),
-        vector(bias, dt), rt.act_code(act), slope, rt.threads(),
+        vector(bias, dt), rt.act_code(act), slope, rt.threads(x.numel()),
     )  # fmt: skip
     return y
 
@@ -307,7 +307,7 @@ def _backward_reduce_impl(grad, x, mean, invstd, weight, bias, act, slope):
     sum_dy_xhat, sum_dy_xhat_a = bn.stat()
     rt.kernel("bn_backward_reduce", bn.layout, dt)(
         bn.like(grad), bn.array, vector(mean, dt), vector(invstd, dt), vector(weight, dt),
-        vector(bias, dt), rt.act_code(act), slope, sum_dy_a, sum_dy_xhat_a, rt.threads(),
+        vector(bias, dt), rt.act_code(act), slope, sum_dy_a, sum_dy_xhat_a, rt.threads(x.numel()),
     )  # fmt: skip
     return sum_dy, sum_dy_xhat
 
@@ -330,7 +330,7 @@ def _backward_elemt_impl(grad, x, mean, invstd, weight, bias, sum_dy, sum_dy_xha
         bn.like(grad), bn.array, dx_a, vector(mean, dt), vector(invstd, dt),
         vector(weight, dt), vector(bias, dt), vector(None if constant else sum_dy, dt),
         vector(None if constant else sum_dy_xhat, dt), count, rt.act_code(act), slope,
-        rt.threads(),
+        rt.threads(x.numel()),
     )  # fmt: skip
     return dx
 

@@ -47,7 +47,7 @@ def _forward_impl(x, groups, weight, bias, eps):
     var = torch.empty((n, groups), dtype=dt)
     rt.kernel("gn_forward", "ncl", dt)(
         contiguous(_flat(x.detach()), dt), _flat(y).numpy(), groups, vector(weight, dt),
-        vector(bias, dt), eps, mean.view(-1).numpy(), var.view(-1).numpy(), rt.threads(),
+        vector(bias, dt), eps, mean.view(-1).numpy(), var.view(-1).numpy(), rt.threads(x.numel()),
     )  # fmt: skip
     return _restore_format(y, x), mean, var
 
@@ -78,7 +78,7 @@ def _backward_impl(grad, x, groups, weight, mean, var, eps):
     rt.kernel("gn_backward", "ncl", dt)(
         contiguous(_flat(grad.detach()), dt), contiguous(_flat(x.detach()), dt),
         _flat(dx).numpy(), groups, vector(weight, dt), vector(mean, dt), vector(var, dt), eps,
-        dweight.numpy(), dbias.numpy(), rt.threads(),
+        dweight.numpy(), dbias.numpy(), rt.threads(x.numel()),
     )  # fmt: skip
     return _restore_format(dx, x), dweight if weight is not None else dweight[:0].clone(), dbias
 

@@ -129,7 +129,7 @@ def _forward_impl(x, mask, count, weight, bias, eps, act, slope):
     var, var_a = bn.stat()
     rt.kernel("masked_bn_forward", bn.layout, dt)(
         bn.array, bn.mask, y_a, vector(weight, dt), vector(bias, dt), eps, rt.act_code(act),
-        slope, float(count), mean_a, var_a, rt.threads(),
+        slope, float(count), mean_a, var_a, rt.threads(bn.x.numel()),
     )  # fmt: skip
     return y, mean, var
 
@@ -151,7 +151,7 @@ def _elemt(bn: MaskedPerChannel, mean, invstd, weight, bias, act, slope) -> Tens
     y, y_a = bn.empty()
     rt.kernel("masked_bn_elemt", bn.layout, dt)(
         bn.array, bn.mask, y_a, vector(mean, dt), vector(invstd, dt), vector(weight, dt),
-        vector(bias, dt), rt.act_code(act), slope, rt.threads(),
+        vector(bias, dt), rt.act_code(act), slope, rt.threads(bn.x.numel()),
     )  # fmt: skip
     return y
 
@@ -176,7 +176,8 @@ def _reduce(bn: MaskedPerChannel, g, mean, invstd, weight, bias, act, slope):
     sum_dy_xhat, sum_dy_xhat_a = bn.stat()
     rt.kernel("masked_bn_backward_reduce", bn.layout, dt)(
         g, bn.array, bn.mask, vector(mean, dt), vector(invstd, dt), vector(weight, dt),
-        vector(bias, dt), rt.act_code(act), slope, sum_dy_a, sum_dy_xhat_a, rt.threads(),
+        vector(bias, dt), rt.act_code(act), slope, sum_dy_a, sum_dy_xhat_a,
+        rt.threads(bn.x.numel()),
     )  # fmt: skip
     return sum_dy, sum_dy_xhat
 
@@ -187,7 +188,7 @@ def _backward_elemt(bn, g, mean, invstd, weight, bias, sum_dy, sum_dy_xhat, coun
     rt.kernel("masked_bn_backward_elemt", bn.layout, dt)(
         g, bn.array, bn.mask, dx_a, vector(mean, dt), vector(invstd, dt), vector(weight, dt),
         vector(bias, dt), vector(sum_dy, dt), vector(sum_dy_xhat, dt), count,
-        rt.act_code(act), slope, rt.threads(),
+        rt.act_code(act), slope, rt.threads(bn.x.numel()),
     )  # fmt: skip
     return dx
 
@@ -204,7 +205,7 @@ def _backward_impl(grad, x, mask, count, weight, bias, mean, var, eps, act, slop
         rt.kernel("masked_bn_backward", bn.layout, dt)(
             g, bn.array, bn.mask, dx_a, vector(weight, dt), vector(bias, dt), vector(mean, dt),
             vector(var, dt), eps, rt.act_code(act), slope, float(count), dweight_a, dbias_a,
-            rt.threads(),
+            rt.threads(bn.x.numel()),
         )  # fmt: skip
     else:  # running statistics: constants; dx = dy * w * invstd
         invstd = torch.rsqrt(var.detach().to(dt) + eps)
@@ -366,7 +367,7 @@ def _stats_impl(x, mask, count):
     mean, mean_a = bn.stat()
     var, var_a = bn.stat()
     rt.kernel("masked_bn_stats", bn.layout, bn.dtype)(
-        bn.array, bn.mask, float(count), mean_a, var_a, rt.threads()
+        bn.array, bn.mask, float(count), mean_a, var_a, rt.threads(bn.x.numel())
     )
     return mean, var
 
@@ -439,7 +440,8 @@ def _group_forward_impl(x, mask, counts, groups, weight, bias, eps):
     rt.kernel("masked_gn_forward", "ncl", dt)(
         _flat(xc).numpy(), _mask_bytes(mask).reshape(n, -1), _flat(y).numpy(),
         counts.detach().to(torch.float64).contiguous().numpy(), groups, vector(weight, dt),
-        vector(bias, dt), eps, mean.view(-1).numpy(), var.view(-1).numpy(), rt.threads(),
+        vector(bias, dt), eps, mean.view(-1).numpy(), var.view(-1).numpy(),
+        rt.threads(x.numel()),
     )  # fmt: skip
     return y, mean, var
 
@@ -467,7 +469,8 @@ def _group_backward_impl(grad, x, mask, counts, groups, weight, mean, var, eps):
         _flat(grad.detach().to(dt).contiguous()).numpy(), _flat(x.detach().contiguous()).numpy(),
         _mask_bytes(mask).reshape(n, -1), _flat(dx).numpy(),
         counts.detach().to(torch.float64).contiguous().numpy(), groups, vector(weight, dt),
-        vector(mean, dt), vector(var, dt), eps, dweight.numpy(), dbias.numpy(), rt.threads(),
+        vector(mean, dt), vector(var, dt), eps, dweight.numpy(), dbias.numpy(),
+        rt.threads(x.numel()),
     )  # fmt: skip
     return dx, dweight, dbias
 

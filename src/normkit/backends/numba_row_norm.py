@@ -63,7 +63,7 @@ def _forward_impl(x, features, weight, bias, eps, center):
     rt.kernel("row_forward", "rows", dt)(
         contiguous(_rows(x.detach(), features), dt), _rows(buffer, features).numpy(),
         vector(weight, dt), vector(bias, dt), eps, center, mean.numpy(), var.numpy(),
-        rt.threads(),
+        rt.threads(x.numel()),
     )  # fmt: skip
     if buffer is not out:
         out.copy_(buffer)
@@ -91,7 +91,7 @@ def _backward_impl(grad, x, features, weight, mean, var, eps, center):
     rt.kernel("row_backward", "rows", dt)(
         contiguous(_rows(grad.detach(), features), dt), contiguous(_rows(x.detach(), features), dt),
         _rows(buffer, features).numpy(), vector(weight, dt), vector(mean, dt), vector(var, dt),
-        eps, center, dweight.numpy(), dbias.numpy(), rt.threads(),
+        eps, center, dweight.numpy(), dbias.numpy(), rt.threads(x.numel()),
     )  # fmt: skip
     if buffer is not out:
         out.copy_(buffer)

@@ -22,6 +22,9 @@ result is a fresh tensor of that shape, in the memory format torch would return.
 * ``group_norm(x, num_groups, weight, bias, eps)``.
 * ``layer_norm(x, normalized_shape, weight, bias, eps)``; ``rms_norm(x, normalized_shape,
   weight, eps)``.
+* ``layer_norm_2d(x, weight, bias, eps)``: LayerNorm over the channels ``C`` of
+  ``x (N, C, *)`` at each position (timm's and torchvision's ``LayerNorm2d``); output in
+  x's format (channels_last stays channels_last, else contiguous).
 
 All are differentiable through torch's autograd, to any order. The BatchNorm variants'
 primitives (``bn_stats``, ``bn_elemt``, ``bn_backward_reduce``, ``bn_backward_elemt``) are
@@ -34,7 +37,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from normkit.backends import register_backend, torch_masked, torch_ops
+from normkit._shared import per_channel_format
+from normkit.backends import register_backend, torch_batch_free, torch_masked, torch_ops
 from normkit.backends.running import commit_running_stats
 from normkit.backends.torch_ops import activation
 
@@ -140,6 +144,13 @@ def rms_norm(
     return torch.rms_norm(x, normalized_shape, weight, eps)
 
 
+def layer_norm_2d(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
+    y = torch.layer_norm(x.movedim(1, -1), (x.shape[1],), weight, bias, eps, _cudnn())
+    # A fresh tensor in x's format, not the permuted view of the normalized one.
+    out = torch.empty_like(x, memory_format=per_channel_format(x))
+    return out.copy_(y.movedim(-1, 1))
+
+
 OPS = {
     "batch_norm_train": batch_norm_train,
     "batch_norm_eval": batch_norm_eval,
@@ -147,10 +158,12 @@ OPS = {
     "group_norm": group_norm,
     "layer_norm": layer_norm,
     "rms_norm": rms_norm,
+    "layer_norm_2d": layer_norm_2d,
     "bn_stats": torch_ops.batch_norm_stats,
     "bn_elemt": torch_ops.batch_norm_elemt,
     "bn_backward_reduce": torch_ops.batch_norm_backward_reduce,
     "bn_backward_elemt": torch_ops.batch_norm_backward_elemt,
+    **torch_batch_free.OPS,
     **torch_masked.OPS,
 }
 

@@ -16,6 +16,8 @@ def frozen_batch_norm(
     running_var: Tensor,
     eps: float = 1e-5,
     *,
+    act: str = "identity",
+    negative_slope: float = 0.01,
     name: str = "frozen_batch_norm",
 ) -> Tensor:
     r"""BatchNorm inference as one multiply-add per element: ``y = x * scale + shift``.
@@ -29,6 +31,9 @@ def frozen_batch_norm(
     write per element), which equals ``x * scale + shift`` up to rounding. Differentiable in
     ``input`` (``dx = grad * scale``); the statistics and the affine parameters are constants
     (detached, so no gradient reaches them even if they require one).
+
+    ``act`` (one of :data:`normkit._shared.ACTIVATIONS`) is applied to the result, fused
+    into the same pass on the numba backend.
 
     Shape: ``input (N, C, *)``, the four per-channel tensors ``(C,)``; output as ``input``,
     in ``input``'s memory layout.
@@ -44,10 +49,11 @@ def frozen_batch_norm(
     ):
         v.check_vector(t, channels, what, name)
     v.check_eps(eps, False, name)
+    v.check_activation(act, negative_slope, name)
     dtype = input.dtype
     mean, var, weight, bias = (
         t.detach().to(dtype) for t in (running_mean, running_var, weight, bias)
     )
     # Validated above: straight to the inference op, not through batch_norm's checks again.
     impl = select("batch_norm_eval", input)
-    return impl(input, weight, bias, mean, var, eps, "identity", 0.01)
+    return impl(input, weight, bias, mean, var, eps, act, negative_slope)

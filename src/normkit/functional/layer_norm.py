@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from normkit.backends import select
+from normkit.backends.torch_ops import activation
 from normkit.functional import _validate as v
 
 
@@ -99,3 +100,47 @@ def rms_norm(
         v.check_floating(input, name)
         eps = torch.finfo(input.dtype).eps
     return _row_norm(input, normalized_shape, weight, None, eps, False, backend, name)
+
+
+def layer_norm_2d(
+    input: Tensor,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    eps: float = 1e-6,
+    *,
+    backend: str | None = None,
+    name: str = "layer_norm_2d",
+) -> Tensor:
+    r"""Layer normalization over the channels of ``input (N, C, *)`` at each position: the
+    ``LayerNorm2d`` of ConvNeXt (timm, torchvision), without permuting the tensor.
+
+    .. math::
+        y_{n,c,p} = \frac{x_{n,c,p} - \mathrm{E}_c[x_{n,:,p}]}
+                         {\sqrt{\mathrm{Var}_c[x_{n,:,p}] + \epsilon}} \cdot \gamma_c + \beta_c
+
+    Biased variance over the ``C`` values of each position ``p``; ``weight``/``bias`` are
+    ``(C,)``. Equals ``layer_norm(input.movedim(1, -1), (C,), weight, bias, eps).movedim(-1,
+    1)``. Returns a fresh tensor in ``input``'s format (channels_last stays channels_last).
+    """
+    v.check_floating(input, name)
+    v.check_min_rank(input, 2, name, "(N, C, *)")
+    channels = input.shape[1]
+    v.check_vector(weight, channels, "weight", name)
+    v.check_vector(bias, channels, "bias", name)
+    v.check_eps(eps, False, name)
+    return normalize_channels(input, weight, bias, eps, "identity", 0.01, backend, name)
+
+
+def normalize_channels(
+    input: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+    act: str,
+    negative_slope: float,
+    backend: str | None,
+    name: str,
+) -> Tensor:
+    """LayerNorm2d (then ``act``) on validated arguments (what the layers call)."""
+    y = select("layer_norm_2d", input, backend)(input, weight, bias, eps)
+    return activation(y, act, negative_slope)

@@ -9,7 +9,15 @@ compiles per (layout, dtype) on first use and is cached on disk; nothing compile
 
 from __future__ import annotations
 
-from normkit.kernels import batch_norm, group_norm, masked, row_norm, running
+from normkit.kernels import (
+    batch_free,
+    batch_norm,
+    channel_norm,
+    group_norm,
+    masked,
+    row_norm,
+    running,
+)
 from normkit.kernels._common import ACT_CODES
 from normkit.kernels._jit import Entry, cache_dir, launch_lock, set_threads, start_threads
 
@@ -27,6 +35,9 @@ KERNELS: dict[str, Entry] = {
     "row_forward": row_norm.row_forward,
     "row_backward": row_norm.row_backward,
     "running_update": running.running_update,
+    "cn_forward": channel_norm.cn_forward,
+    "cn_backward": channel_norm.cn_backward,
+    **batch_free.KERNELS,
     "masked_bn_stats": masked.masked_bn_stats,
     "masked_bn_elemt": masked.masked_bn_elemt,
     "masked_bn_backward_reduce": masked.masked_bn_backward_reduce,

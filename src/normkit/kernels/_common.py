@@ -1,9 +1,9 @@
 """Loops shared by the kernels: shifted sums, fused activations, chunk bounds.
 
 Everything here is a non-parallel ``@kernel`` helper inlined into the parallel kernels.
-Inner loops run over 1-D contiguous views with ``range(view.shape[0])`` (rule R1) and keep
+Inner loops run over 1-D contiguous views with ``range(view.shape[0])`` (docs/kernels.md, rule R1) and keep
 the element type: float32 data is summed in float32 SIMD partials over blocks of at most
-``BLOCK`` elements, and each block's partial is added in float64 (rule R3).
+``BLOCK`` elements, and each block's partial is added in float64 (docs/kernels.md, rule R3).
 
 Activations (``act`` codes, the same set as :mod:`normkit.backends.torch_ops`)::
 
@@ -36,7 +36,7 @@ ACT_CODES = {
     "hardswish": HARDSWISH,
 }
 
-BLOCK = 4096  # elements per float32 partial sum (rule R3)
+BLOCK = 4096  # elements per float32 partial sum (R3 in docs/kernels.md)
 ROW_BLOCK = 128  # rows per float32 column partial before it is flushed to float64
 MIN_CHUNK = 32768  # elements below which a parallel task is not worth a thread
 

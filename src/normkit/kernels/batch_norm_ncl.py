@@ -30,7 +30,7 @@ from normkit.kernels.batch_norm_nlc import (
 )
 
 # Planes shorter than this are processed as rows of C * L values with per-position
-# coefficients: a loop over 49 values (7x7) would run mostly in the scalar remainder (R8).
+# coefficients: a loop over 49 values (7x7) would run mostly in the scalar remainder (docs/kernels.md, R8).
 SHORT_PLANE = 64
 # The elementwise passes keep per-plane scalar coefficients down to this plane length
 # (measured on 7x7 planes: 1.4x faster than per-position coefficient rows; slower below

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from normkit.cli import CommandError
+from normkit.errors import CommandError
 from normkit.lab.i18n import LANGUAGES
 
 COMMON_FLAGS = ("steps", "seed", "lr", "batch_size", "data", "eval_every")

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from normkit._progress import progress_bar
 from normkit.lab import i18n, registry
 from normkit.lab.errors import LabError
 from normkit.lab.registry import Config, Result
@@ -42,53 +43,10 @@ _QUIET: contextvars.ContextVar[bool] = contextvars.ContextVar("normkit_lab_quiet
 # ----------------------------------------------------------------------------- progress
 @contextlib.contextmanager
 def progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
-    """A progress bar for one training run; yields ``update(completed_steps)``.
-
-    Uses rich (falls back to tqdm, then to nothing); silent when the lab runs quietly.
-    """
-    if _QUIET.get():
-        yield lambda completed: None
-        return
-    try:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-    except ImportError:  # pragma: no cover - rich is in the lab extra
-        try:
-            from tqdm import tqdm
-        except ImportError:
-            yield lambda completed: None
-            return
-        bar = tqdm(total=total, desc=label, leave=True)
-        try:
-            yield lambda completed: bar.update(completed - bar.n)
-        finally:
-            bar.close()
-        return
-    columns = (
-        TextColumn("{task.description:<34}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, transient=False) as bar:
-        task = bar.add_task(label, total=total)
-        last = [0.0]
-
-        def update(completed: int) -> None:
-            now = time.perf_counter()
-            if completed >= total or now - last[0] > 0.1:  # refresh at most 10 times/s
-                bar.update(task, completed=completed)
-                last[0] = now
-
+    """A progress bar for one training run (:func:`normkit._progress.progress_bar`); yields
+    ``update(completed_steps)``; silent when the lab runs quietly."""
+    with progress_bar(label, total, False if _QUIET.get() else None) as update:
         yield update
-        bar.update(task, completed=total)
 
 
 @contextlib.contextmanager

@@ -3,6 +3,9 @@ every utility work as on torch's), computed by normkit."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
@@ -124,6 +127,35 @@ class _BatchNorm(PerChannelLayer):
 
     def forward(self, input: Tensor, mask: Tensor | None = None) -> Tensor:
         return batch_norm_forward(self, input, mask)
+
+    @classmethod
+    def from_keras(
+        cls,
+        layer_or_config: Any,
+        weights: Sequence[Any] | Mapping[str, Any] | None = None,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        eval_only: bool = False,
+    ) -> _BatchNorm:
+        """This class's twin of a Keras ``BatchNormalization``: :func:`normkit.tools.from_keras`
+        with ``dim`` fixed by the class (``BatchNorm2d.from_keras(layer)``: a 4-D layer);
+        a layer of another rank is refused. Returns ``normkit.nn.BatchNorm{1,2,3}d``.
+        Needs keras only for a Keras layer object (a config and its arrays need none)."""
+        from normkit.tools.keras import from_keras  # nn stays importable without tools
+
+        # BatchNorm{d}d takes inputs of rank d + 2 (BatchNorm1d also rank 2)
+        dim = max(cls._ranks) - 2
+        return from_keras(
+            layer_or_config, weights, dim=dim, dtype=dtype, device=device, eval_only=eval_only
+        )
+
+    def to_keras(self, *, axis: int = -1, ndim: int | None = None, name: str | None = None) -> Any:
+        """A built Keras ``BatchNormalization`` with this layer's state:
+        :func:`normkit.tools.to_keras` (needs keras)."""
+        from normkit.tools.keras import to_keras  # nn stays importable without tools
+
+        return to_keras(self, axis=axis, ndim=ndim, name=name)
 
 
 class BatchNorm1d(_BatchNorm, nn.BatchNorm1d):

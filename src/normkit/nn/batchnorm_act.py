@@ -112,3 +112,25 @@ class BatchNormAct2d(_BatchNormAct, nn.BatchNorm2d):
         example="8, 3, 4, 4",
     )  # fmt: skip
     _ranks = (4,)
+
+
+class FusedActivation(nn.Identity):
+    """Where an activation module stood once ``nk.tools.convert`` fused it into the norm layer
+    before it (``into``): passes its input through. Keeps the activation it replaced
+    (``source``), so ``convert(model, "torch")`` puts it back. No state of its own.
+
+    Examples::
+
+        >>> import torch, normkit as nk
+        >>> marker = nk.nn.FusedActivation(torch.nn.ReLU(inplace=True), into="features.1")
+        >>> marker
+        FusedActivation(ReLU(inplace=True), into='features.1')
+    """
+
+    def __init__(self, source: nn.Module, into: str) -> None:
+        super().__init__()
+        object.__setattr__(self, "source", source)  # not a submodule: no state, no hooks
+        self.into = into
+
+    def extra_repr(self) -> str:
+        return f"{self.source!r}, into={self.into!r}"

@@ -40,6 +40,20 @@ _DOC_TEMPLATE = r"""BatchNorm with frozen statistics and affine parameters over 
 """
 
 
+def frozen_batch_norm_forward(layer: _FrozenBatchNorm, input: Tensor) -> Tensor:
+    """The forward of the FrozenBatchNorm layers (one FX node)."""
+    name = layer._layer_name()
+    v.check_rank(input, layer._ranks, name)
+    v.check_channels(input, layer.num_features, name)
+    return frozen_batch_norm(
+        input, layer.weight, layer.bias, layer.running_mean, layer.running_var, layer.eps,
+        act=layer.act, negative_slope=layer.negative_slope, name=name,
+    )  # fmt: skip
+
+
+torch.fx.wrap("frozen_batch_norm_forward")
+
+
 class _FrozenBatchNorm(nn.Module):
     _ranks: tuple[int, ...] = ()
     num_features: int
@@ -103,13 +117,10 @@ class _FrozenBatchNorm(nn.Module):
         return f"{type(self).__name__}({self.num_features})"
 
     def forward(self, input: Tensor) -> Tensor:
-        name = self._layer_name()
-        v.check_rank(input, self._ranks, name)
-        v.check_channels(input, self.num_features, name)
-        return frozen_batch_norm(
-            input, self.weight, self.bias, self.running_mean, self.running_var, self.eps,
-            name=name,
-        )  # fmt: skip
+        return frozen_batch_norm_forward(self, input)
+
+    act = "identity"
+    negative_slope = 0.01
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}"
@@ -137,3 +148,44 @@ class FrozenBatchNorm3d(_FrozenBatchNorm):
         example="2, 3, 2, 4, 4",
     )  # fmt: skip
     _ranks = (5,)
+
+
+class FrozenBatchNormAct2d(FrozenBatchNorm2d):
+    r"""``act(FrozenBatchNorm2d(x))``, fused: timm's ``FrozenBatchNormAct2d`` (same buffers:
+    ``weight``, ``bias``, ``running_mean``, ``running_var``), the activation given by name as
+    in :class:`normkit.nn.BatchNormAct2d`.
+
+    Args:
+        num_features: number of channels ``C``.
+        eps: added to the running variance. Default: 1e-5
+        act: ``"identity"``, ``"relu"``, ``"leaky_relu"``, ``"silu"``, ``"gelu"``,
+            ``"relu6"`` or ``"hardswish"``. Default: ``"relu"``
+        negative_slope: leaky_relu's slope. Default: 0.01
+
+    Shape:
+        Input and output: ``(N, C, H, W)``.
+
+    Examples::
+
+        >>> import torch, normkit as nk
+        >>> bool((nk.nn.FrozenBatchNormAct2d(3)(torch.randn(2, 3, 4, 4)) >= 0).all())
+        True
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        act: str = "relu",
+        negative_slope: float = 0.01,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        v.check_activation(act, negative_slope, type(self).__name__)
+        super().__init__(num_features, eps, device, dtype)
+        self.act = act
+        self.negative_slope = float(negative_slope)
+
+    def extra_repr(self) -> str:
+        slope = f", negative_slope={self.negative_slope}" if self.act == "leaky_relu" else ""
+        return f"{super().extra_repr()}, act={self.act!r}{slope}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from normkit.backends.torch_ops import activation
 from normkit.functional import _validate as v
 from normkit.functional.group_norm import normalize_groups
 
@@ -82,3 +83,58 @@ class GroupNorm(nn.GroupNorm):
 
     def forward(self, input: Tensor, mask: Tensor | None = None) -> Tensor:
         return group_norm_forward(self, input, mask)
+
+
+def group_norm_act_forward(layer: GroupNormAct, input: Tensor) -> Tensor:
+    """The forward of GroupNormAct (one FX node)."""
+    return activation(group_norm_forward(layer, input), layer.act, layer.negative_slope)
+
+
+torch.fx.wrap("group_norm_act_forward")
+
+
+class GroupNormAct(GroupNorm):
+    r"""``act(GroupNorm(x))``: timm's ``GroupNormAct`` (ResNetV2 / BiT), with the same state
+    dict (``weight``, ``bias``); the activation is given by name as in
+    :class:`normkit.nn.BatchNormAct2d`.
+
+    Args:
+        num_groups, num_channels, eps, affine, bias: as :class:`normkit.nn.GroupNorm`.
+        act: ``"identity"``, ``"relu"``, ``"leaky_relu"``, ``"silu"``, ``"gelu"``,
+            ``"relu6"`` or ``"hardswish"``. Default: ``"relu"``
+        negative_slope: leaky_relu's slope. Default: 0.01
+
+    Shape:
+        Input and output: ``(N, C, *)``.
+
+    Examples::
+
+        >>> import torch, normkit as nk
+        >>> bool((nk.nn.GroupNormAct(2, 4)(torch.randn(2, 4, 3, 3)) >= 0).all())
+        True
+    """
+
+    def __init__(
+        self,
+        num_groups: int,
+        num_channels: int,
+        eps: float = 1e-5,
+        affine: bool = True,
+        act: str = "relu",
+        negative_slope: float = 0.01,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        bias: bool = True,
+    ) -> None:
+        v.check_activation(act, negative_slope, type(self).__name__)
+        super().__init__(num_groups, num_channels, eps, affine, device, dtype, bias=bias)
+        self.act = act
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, input: Tensor) -> Tensor:
+        return group_norm_act_forward(self, input)
+
+    def extra_repr(self) -> str:
+        slope = f", negative_slope={self.negative_slope}" if self.act == "leaky_relu" else ""
+        return f"{super().extra_repr()}, act={self.act!r}{slope}"

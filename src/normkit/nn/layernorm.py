@@ -8,8 +8,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from normkit.backends.torch_ops import activation
 from normkit.functional import _validate as v
-from normkit.functional.layer_norm import normalize_rows
+from normkit.functional.layer_norm import normalize_channels, normalize_rows
 
 
 def _shape_tuple(normalized_shape: int | Sequence[int], name: str) -> tuple[int, ...]:
@@ -144,3 +145,167 @@ class RMSNorm(_RowNorm, nn.RMSNorm):
 
     def forward(self, input: Tensor) -> Tensor:
         return rms_norm_forward(self, input)
+
+
+def layer_norm_act_forward(layer: LayerNormAct, input: Tensor) -> Tensor:
+    """The forward of LayerNormAct (one FX node)."""
+    return activation(layer_norm_forward(layer, input), layer.act, layer.negative_slope)
+
+
+torch.fx.wrap("layer_norm_act_forward")
+
+
+class LayerNormAct(LayerNorm):
+    r"""``act(LayerNorm(x))`` over the trailing dims: timm's ``LayerNormAct`` (same state dict:
+    ``weight``, ``bias``), the activation given by name as in :class:`normkit.nn.BatchNormAct2d`.
+
+    Args:
+        normalized_shape, eps, elementwise_affine, bias: as :class:`normkit.nn.LayerNorm`
+            (eps 1e-5, timm's default for this class).
+        act: ``"identity"``, ``"relu"``, ``"leaky_relu"``, ``"silu"``, ``"gelu"``,
+            ``"relu6"`` or ``"hardswish"``. Default: ``"relu"``
+        negative_slope: leaky_relu's slope. Default: 0.01
+
+    Shape:
+        Input and output: ``(*, *normalized_shape)``.
+
+    Examples::
+
+        >>> import torch, normkit as nk
+        >>> bool((nk.nn.LayerNormAct(6, act="relu")(torch.randn(3, 6)) >= 0).all())
+        True
+    """
+
+    def __init__(
+        self,
+        normalized_shape: int | Sequence[int],
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        act: str = "relu",
+        negative_slope: float = 0.01,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        v.check_activation(act, negative_slope, type(self).__name__)
+        super().__init__(normalized_shape, eps, elementwise_affine, bias, device, dtype)
+        self.act = act
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, input: Tensor) -> Tensor:
+        return layer_norm_act_forward(self, input)
+
+    def extra_repr(self) -> str:
+        slope = f", negative_slope={self.negative_slope}" if self.act == "leaky_relu" else ""
+        return f"{super().extra_repr()}, act={self.act!r}{slope}"
+
+
+def layer_norm_2d_forward(layer: LayerNorm2d, input: Tensor) -> Tensor:
+    """The forward of LayerNorm2d and LayerNormAct2d (one FX node)."""
+    name = layer._layer_name()
+    v.check_floating(input, name)
+    v.check_min_rank(input, 2, name, "(N, C, *)")
+    v.check_channels(input, layer.normalized_shape[0], name)
+    return normalize_channels(
+        input, layer.weight, layer.bias, layer.eps, layer.act, layer.negative_slope, None, name
+    )
+
+
+torch.fx.wrap("layer_norm_2d_forward")
+
+
+class LayerNorm2d(LayerNorm):
+    r"""Layer normalization over the channels of an NCHW input at each position: timm's and
+    torchvision's ``LayerNorm2d`` (ConvNeXt), computed without permuting the tensor.
+
+    .. math::
+        y_{n,c,h,w} = \frac{x_{n,c,h,w} - \mathrm{E}_c[x_{n,:,h,w}]}
+                           {\sqrt{\mathrm{Var}_c[x_{n,:,h,w}] + \epsilon}} \gamma_c + \beta_c
+
+    The same values as ``LayerNorm(C)`` applied to ``x.permute(0, 2, 3, 1)`` and permuted
+    back, which is how timm and torchvision compute it (two copies of the tensor); here a
+    channels_last input is normalized in place as rows of ``C`` values and a contiguous one
+    by kernels that reduce across channels. A subclass of :class:`torch.nn.LayerNorm` with
+    ``normalized_shape = (C,)`` and its state dict (``weight``, ``bias`` of size ``C``).
+
+    Args:
+        num_channels: ``C``.
+        eps: added to the variance. Default: 1e-6 (timm's; torchvision's ConvNeXt passes 1e-6)
+        affine: learnable ``weight`` and ``bias``. Default: True
+        bias: learn the bias (with ``affine``). Default: True
+
+    Shape:
+        Input and output: ``(N, C, H, W)`` (any ``(N, C, *)``); the output keeps the
+        input's memory format.
+
+    Examples::
+
+        >>> import torch, normkit as nk
+        >>> ln = nk.nn.LayerNorm2d(8)
+        >>> y = ln(torch.randn(2, 8, 4, 4) * 3 + 1)
+        >>> bool(y.mean(1).abs().max() < 1e-5)
+        True
+    """
+
+    act = "identity"
+    negative_slope = 0.01
+
+    def __init__(
+        self,
+        num_channels: int,
+        eps: float = 1e-6,
+        affine: bool = True,
+        *,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        v.check_num_features(num_channels, type(self).__name__, what="num_channels")
+        super().__init__(num_channels, eps, affine, bias, device, dtype)
+
+    def forward(self, input: Tensor) -> Tensor:
+        return layer_norm_2d_forward(self, input)
+
+
+class LayerNormAct2d(LayerNorm2d):
+    r"""``act(LayerNorm2d(x))``: timm's ``LayerNormAct2d`` (same state dict: ``weight``,
+    ``bias``), the activation given by name as in :class:`normkit.nn.BatchNormAct2d`.
+
+    Args:
+        num_channels: ``C``.
+        eps: added to the variance. Default: 1e-5 (timm's for this class)
+        affine: learnable ``weight`` and ``bias``. Default: True
+        act: ``"identity"``, ``"relu"``, ``"leaky_relu"``, ``"silu"``, ``"gelu"``,
+            ``"relu6"`` or ``"hardswish"``. Default: ``"relu"``
+        negative_slope: leaky_relu's slope. Default: 0.01
+
+    Shape:
+        Input and output: ``(N, C, *)``.
+
+    Examples::
+
+        >>> import torch, normkit as nk
+        >>> bool((nk.nn.LayerNormAct2d(4, act="relu")(torch.randn(2, 4, 3, 3)) >= 0).all())
+        True
+    """
+
+    def __init__(
+        self,
+        num_channels: int,
+        eps: float = 1e-5,
+        affine: bool = True,
+        act: str = "relu",
+        negative_slope: float = 0.01,
+        *,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        v.check_activation(act, negative_slope, type(self).__name__)
+        super().__init__(num_channels, eps, affine, bias=bias, device=device, dtype=dtype)
+        self.act = act
+        self.negative_slope = float(negative_slope)
+
+    def extra_repr(self) -> str:
+        slope = f", negative_slope={self.negative_slope}" if self.act == "leaky_relu" else ""
+        return f"{super().extra_repr()}, act={self.act!r}{slope}"

@@ -12,6 +12,7 @@
 Tools depend on :mod:`normkit.nn` and :mod:`normkit.functional` only.
 """
 
+from normkit.tools import converters
 from normkit.tools._walk import (
     is_batch_norm,
     is_norm,
@@ -22,11 +23,13 @@ from normkit.tools._walk import (
 from normkit.tools.convert import (
     TARGETS,
     ConversionError,
+    ConversionWarning,
     ConvertReport,
     convert,
     convert_targets,
     default_num_groups,
 )
+from normkit.tools.converters import register_converter
 from normkit.tools.doctor import CHECKS, Finding, Findings, doctor
 from normkit.tools.fold import (
     FoldError,
@@ -44,6 +47,7 @@ from normkit.tools.recalibrate import (
     STRATEGIES,
     CumulativeMean,
     Estimator,
+    NothingToRecalibrateWarning,
     PopulationVariance,
     RecalibrationReport,
     recalibrate,
@@ -57,6 +61,7 @@ __all__ = [
     "STRATEGIES",
     "TARGETS",
     "ConversionError",
+    "ConversionWarning",
     "ConvertReport",
     "CumulativeMean",
     "Estimator",
@@ -68,6 +73,7 @@ __all__ = [
     "LayerRow",
     "Monitor",
     "NormRow",
+    "NothingToRecalibrateWarning",
     "PopulationVariance",
     "RecalibrationReport",
     "Record",
@@ -75,6 +81,7 @@ __all__ = [
     "SummaryError",
     "convert",
     "convert_targets",
+    "converters",
     "count_params",
     "default_num_groups",
     "doctor",
@@ -93,6 +100,7 @@ __all__ = [
     "norm_kind",
     "recalibrate",
     "recalibration",
+    "register_converter",
     "replace_modules",
     "summary",
     "to_keras",

@@ -56,6 +56,32 @@ def _describe(node: torch.fx.Node) -> str:
     return str(node.target) if node.op == "call_module" else f"{node.op}:{node.name}"
 
 
+def _flattens_leading_dims(node: torch.fx.Node) -> bool:
+    """``t.flatten(0, 1)`` / ``torch.flatten(t, 0, 1)`` (also ``end_dim=-2``): tokens
+    ``(B, N, C)`` to ``(B * N, C)``, the feature dim staying last."""
+    is_flatten = (node.op == "call_method" and node.target == "flatten") or (
+        node.op == "call_function" and node.target is torch.flatten
+    )
+    if not is_flatten:
+        return False
+    args = list(node.args[1:]) + [node.kwargs.get(k) for k in ("start_dim", "end_dim")]
+    dims = [a for a in args if a is not None]
+    return len(dims) == 2 and dims[0] == 0 and dims[1] in (1, -2)
+
+
+_SHAPE_TEMPLATE_METHODS = ("reshape_as", "view_as", "expand_as")
+
+
+def _reads_shape_only(user: torch.fx.Node, node: torch.fx.Node) -> bool:
+    """``user`` reads only ``node``'s shape: ``y.reshape_as(node)``, ``node.size()``,
+    ``node.shape``, ``node.dim()``."""
+    if user.op == "call_method" and user.target in _SHAPE_TEMPLATE_METHODS:
+        return user.args[0] is not node
+    if user.op == "call_method" and user.target in ("size", "dim"):
+        return True
+    return user.op == "call_function" and user.target is getattr and user.args[1] == "shape"
+
+
 def _fx_graph(model: nn.Module) -> ModuleGraph:
     graph = _LeafTracer().trace(model)
     result = ModuleGraph("fx")
@@ -64,8 +90,20 @@ def _fx_graph(model: nn.Module) -> ModuleGraph:
             continue
         result.calls[str(node.target)] += 1
         source = node.args[0] if node.args else None
+        via = None
+        # Through a flatten of the leading dims, whose only user is this module.
+        if (
+            isinstance(source, torch.fx.Node)
+            and _flattens_leading_dims(source)
+            and len(source.users) == 1
+        ):
+            via, source = source, source.args[0]
         if isinstance(source, torch.fx.Node) and source.op == "call_module":
-            users = tuple(_describe(u) for u in source.users)
+            users = tuple(
+                str(node.target) if u is via else _describe(u)
+                for u in source.users
+                if not _reads_shape_only(u, source)
+            )
             result.edges.append(Edge(str(source.target), str(node.target), users))
     return result
 

@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from normkit.errors import CommandError
 
-def _error(message: str):
-    from normkit.cli import CommandError
 
+def _error(message: str) -> CommandError:
     return CommandError(message)
 
 

@@ -42,13 +42,16 @@ import copy
 import importlib
 import math
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.lazy import LazyModuleMixin
 
+from normkit.tools import converters
 from normkit.tools._report import text_table
 from normkit.tools._walk import (
     factory_kwargs_of,
@@ -60,6 +63,7 @@ from normkit.tools._walk import (
     replace_modules,
 )
 from normkit.tools.freeze import transfer_freeze
+from normkit.tools.fuse import fuse_activations, unfuse_markers
 
 ORIGIN_ATTR = "_normkit_origin"
 _PLAIN_BN = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d")
@@ -67,6 +71,10 @@ _PLAIN_BN = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d")
 
 class ConversionError(ValueError):
     """A layer cannot be converted to the requested target."""
+
+
+class ConversionWarning(UserWarning):
+    """``convert(model, "normkit")`` left normalization-like layers as they are."""
 
 
 @dataclass
@@ -84,14 +92,27 @@ class ConvertReport:
     target: str
     replaced: list[Replacement] = field(default_factory=list)
     skipped: list[Replacement] = field(default_factory=list)
+    fused: list = field(default_factory=list)  # FusedPair(norm, activation, act)
 
     def __len__(self) -> int:
         return len(self.replaced)
+
+    def left_summary(self) -> str:
+        """One sentence: which classes were left, how many of each, and why."""
+        groups: dict[tuple[str, str], int] = {}
+        for r in self.skipped:
+            groups[(r.old, r.note)] = groups.get((r.old, r.note), 0) + 1
+        parts = [f"{count} x {cls} ({why})" for (cls, why), count in groups.items()]
+        return (
+            f"convert(to={self.target!r}) left {len(self.skipped)} normalization-like layer(s) "
+            f"as they are: {'; '.join(parts)}"
+        )
 
     def __str__(self) -> str:
         head = f"convert(to={self.target!r}): {len(self.replaced)} layer(s) replaced"
         rows = [(r.name, r.old, r.new, r.note) for r in self.replaced]
         rows += [(r.name, r.old, "(kept)", r.note) for r in self.skipped]
+        rows += [(p.norm, "+ " + p.activation, f"act={p.act!r}", "fused") for p in self.fused]
         if not rows:
             return head + " (no matching layer)"
         return head + "\n" + text_table(["layer", "from", "to", "note"], rows)
@@ -234,18 +255,30 @@ def _require_running_stats(old: nn.Module, target: str) -> None:
 # ------------------------------------------------------------------------------ targets
 
 
+def _convertible(module: nn.Module) -> bool:
+    converter = converters.find_converter(module)
+    return converter is not None and converter.reason(module) is None
+
+
 def _to_normkit(old: nn.Module, options: dict[str, Any]) -> nn.Module:
-    return _build_twin(normkit_class(type(old).__name__), old)
+    new = converters.find_converter(old).build(old)
+    if type(old) not in converters._TWINS:  # plain torch classes come back by their twin
+        converters.remember_source(new, old)
+    return new
 
 
 def _to_torch(old: nn.Module, options: dict[str, Any]) -> nn.Module:
-    cls = getattr(nn, type(old).__name__, None)
+    if converters.source_of(old) is not None:
+        old = converters.restore(old)
+        if not _is_normkit(old):
+            return old
+    cls = converters.torch_twin_of(old)
     if cls is None:
         raise ConversionError(
             f"{type(old).__name__} has no torch.nn twin; convert it with to='original' (if it "
             "came from a conversion) or to='batchnorm' first"
         )
-    return _build_twin(cls, old)
+    return converters.twin(cls, old)
 
 
 def _to_sync(old: nn.Module, options: dict[str, Any]) -> nn.Module:
@@ -388,15 +421,17 @@ TARGETS: dict[str, Target] = {
     for t in (
         Target(
             "normkit",
-            "torch.nn norm layers -> their normkit.nn twins",
-            lambda m: _is_torch(m) and norm_kind(m) is not None,
+            "norm layers of torch, timm, torchvision and registered classes -> normkit.nn",
+            _convertible,
             _to_normkit,
             "exact",
         ),
         Target(
             "torch",
-            "normkit.nn norm layers -> their torch.nn twins",
-            lambda m: _is_normkit(m) and norm_kind(m) is not None,
+            "normkit.nn norm layers -> the classes they were converted from, or torch.nn's",
+            lambda m: (
+                _is_normkit(m) and (converters.source_of(m) is not None or norm_kind(m) is not None)
+            ),
             _to_torch,
             "exact",
         ),
@@ -455,6 +490,8 @@ def convert(
     inplace: bool = False,
     include: Callable[[str, nn.Module], bool] | None = None,
     return_report: bool = False,
+    quiet: bool = False,
+    fuse: bool = True,
     **options: Any,
 ) -> nn.Module | tuple[nn.Module, ConvertReport]:
     """Replace the normalization layers of ``model`` by those of target ``to``.
@@ -467,6 +504,11 @@ def convert(
         inplace: convert ``model`` itself instead of a deep copy. Default: False
         include: ``include(name, module) -> bool`` restricts the conversion to some layers.
         return_report: also return a :class:`ConvertReport`. Default: False
+        quiet: no :class:`ConversionWarning` for the layers ``"normkit"`` left as they are
+            (the report lists them either way). Default: False
+        fuse: with ``"normkit"``, also fuse each BatchNorm with the activation module that
+            alone consumes its output (:mod:`normkit.tools.fuse`; exact, same state dict;
+            ``"torch"`` undoes it). Default: True
         **options: target options: ``num_groups`` (int or ``f(C)``, group), ``rmax``,
             ``dmax``, ``warmup_steps`` (renorm), ``virtual_batch_size`` (ghost),
             ``process_group`` (sync), ``dim`` (rank for SyncBatchNorm sources).
@@ -492,8 +534,21 @@ def convert(
             f"unknown conversion target {to!r}; expected one of {sorted(TARGETS)}"
         )
     target = TARGETS[to]
+    lazy = [
+        name or "<root>"
+        for name, m in model.named_modules()
+        if isinstance(m, LazyModuleMixin) and m.has_uninitialized_params()
+    ]
+    if lazy:
+        raise ConversionError(
+            f"convert(to={to!r}): {', '.join(lazy[:5])} {'is' if len(lazy) == 1 else 'are'} "
+            "lazy and not initialized yet: run one forward pass first (a dry run under "
+            "torch.no_grad() materializes them)"
+        )
     report = ConvertReport(to)
     root = model if inplace else copy.deepcopy(model)
+    if to == "torch":
+        root = unfuse_markers(root)
 
     def predicate(name: str, module: nn.Module) -> bool:
         return target.accepts(module) and (include is None or include(name or "", module))
@@ -515,4 +570,20 @@ def convert(
                 Replacement(name, type(module).__name__, type(new).__name__, note)
             )
     root = replace_modules(root, predicate, lambda name, module: built[id(module)])
+    if to == "normkit":
+        if fuse:
+            root, report.fused = fuse_activations(root, include)
+        _report_left(root, report, include)
+        if report.skipped and not quiet:
+            warnings.warn(report.left_summary(), ConversionWarning, stacklevel=2)
     return (root, report) if return_report else root
+
+
+def _report_left(root: nn.Module, report: ConvertReport, include) -> None:
+    """Every normalization-like layer the conversion left, with the reason (never silent)."""
+    for name, module in root.named_modules():
+        if include is not None and not include(name or "", module):
+            continue
+        reason = converters.reason_not_converted(module)
+        if reason is not None:
+            report.skipped.append(Replacement(name, type(module).__name__, "", reason))

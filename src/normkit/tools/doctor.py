@@ -60,16 +60,61 @@ SEVERITIES = ("error", "warning", "info")
 
 @dataclass
 class Finding:
-    """One problem: where (``layer``), how bad, what was seen (``evidence``), what to do."""
+    """One problem: where (``layer``), how bad, what was seen (``evidence``), what to do.
+
+    A problem found in several layers is one finding: ``layers`` lists them all (with
+    ``details``, each layer's own evidence), ``layer`` says how many and names the first few,
+    ``evidence`` is the first layer's.
+    """
 
     code: str
     severity: str
     layer: str
     evidence: str
     fix: str
+    layers: list[str] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         return f"[{self.severity}] {self.layer}: {self.code}: {self.evidence} Fix: {self.fix}"
+
+
+_NAMED = 4  # layers named in a grouped finding's title
+
+
+def group_findings(findings: list[Finding]) -> list[Finding]:
+    """Merge the findings of one check and severity found in several layers into one (in
+    the order of the first occurrence); each layer's evidence, and its fix where the fixes
+    differ, stays in ``details``."""
+    groups: dict[tuple[str, str], list[Finding]] = {}
+    for f in findings:
+        groups.setdefault((f.code, f.severity), []).append(f)
+    merged = []
+    for items in groups.values():
+        first = items[0]
+        if len(items) == 1:
+            first.layers = first.layers or [first.layer]
+            first.details = first.details or [first.evidence]
+            merged.append(first)
+            continue
+        names = [f.layer for f in items]
+        same_fix = all(f.fix == first.fix for f in items)
+        details = [f.evidence if same_fix else f"{f.evidence} (fix: {f.fix})" for f in items]
+        shown = ", ".join(names[:_NAMED])
+        if len(names) > _NAMED:
+            shown += f", ... ({len(names) - _NAMED} more)"
+        merged.append(
+            Finding(
+                first.code,
+                first.severity,
+                f"{len(names)} layers: {shown}",
+                f"{first.evidence} (first of {len(names)} layers; each layer's in .details)",
+                first.fix if same_fix else f"{first.fix} (for the first; each layer's in .details)",
+                names,
+                details,
+            )
+        )
+    return merged
 
 
 class Findings(list):
@@ -591,9 +636,10 @@ def doctor(
     if example_batch is not None:
         ctx.example = make_inputs(example_batch, model, None, ValueError, "doctor")
         _measure(ctx)
-    findings = Findings()
+    found = []
     for code, fn in CHECKS.items():
         if checks is None or code in checks:
-            findings.extend(fn(ctx))
+            found.extend(fn(ctx))
+    findings = Findings(group_findings(found))
     findings.sort(key=lambda f: SEVERITIES.index(f.severity))
     return findings

@@ -10,8 +10,12 @@ In eval mode a BatchNorm is a per-channel affine map, so it merges into the laye
 levels, as in ``torch.nn.utils.fusion``: :func:`fold_bn_weights` on tensors,
 :func:`fold_conv_bn` / :func:`fold_linear_bn` on modules (new module, inputs untouched) and
 :func:`fold` on a whole model, which finds the pairs by torch.fx tracing (falling back to
-``nn.Sequential`` adjacency) and replaces each folded BN by ``nn.Identity``. The model keeps
-its class and structure; it is for inference only (train it again and the BN is gone).
+``nn.Sequential`` adjacency) and replaces each folded BN by ``nn.Identity`` (or, for a
+norm+activation layer such as ``BatchNormAct2d``, by its activation). The patterns: Conv /
+ConvTranspose (grouped, depthwise) -> BN wherever the two are called, in Sequential or in a
+block's forward, and Linear -> BatchNorm1d, also on tokens flattened between the two
+(``bn(linear(x).flatten(0, 1))``, LeViT). The model keeps its class and structure; it is for
+inference only (train it again and the BN is gone).
 """
 
 from __future__ import annotations
@@ -97,13 +101,39 @@ def fold_bn_weights(
     return w.to(dtype), new_bias.to(dtype)
 
 
+_ACTIVATION_MODULES = {
+    "identity": nn.Identity,
+    "relu": nn.ReLU,
+    "silu": nn.SiLU,
+    "gelu": nn.GELU,
+    "relu6": nn.ReLU6,
+    "hardswish": nn.Hardswish,
+}
+
+
+def _activation_after(bn: nn.Module) -> nn.Module | None:
+    """What stays in the BN's place once it is folded: ``nn.Identity``, or the activation a
+    norm+activation layer applies (normkit's by name, timm's ``act`` module); None when
+    that activation cannot stand alone (a ``drop`` layer between norm and activation)."""
+    act = getattr(bn, "act", None)
+    if act is None or (isinstance(act, str) and act == "identity"):
+        return nn.Identity()
+    if isinstance(act, str):
+        if act == "leaky_relu":
+            return nn.LeakyReLU(bn.negative_slope)
+        return _ACTIVATION_MODULES[act]()
+    drop = getattr(bn, "drop", None)
+    if isinstance(act, nn.Module) and (drop is None or type(drop) is nn.Identity):
+        return copy.deepcopy(act)
+    return None
+
+
 def foldable_reason(bn: nn.Module) -> str | None:
     """Why ``bn`` cannot be folded into a preceding layer, or None when it can."""
     if not (is_batch_norm(bn) or is_frozen_batch_norm(bn)):
         return f"{type(bn).__name__} is not a BatchNorm"
-    act = getattr(bn, "act", None)
-    if type(bn).__name__.startswith("BatchNormAct") and act not in (None, "identity"):
-        return f"{type(bn).__name__} applies an activation ({act!r}) after the normalization"
+    if _activation_after(bn) is None:
+        return f"{type(bn).__name__} has a drop layer between the normalization and its activation"
     if not has_running_stats(bn):
         return "track_running_stats=False: it normalizes with batch statistics in eval too"
     if bn.training and not is_frozen_batch_norm(bn):
@@ -294,7 +324,7 @@ def fold(
             except FoldError as exc:  # channel mismatch: not the pattern we fold
                 reason = str(exc)
         if reason is None:
-            plans[edge.consumer] = nn.Identity()
+            plans[edge.consumer] = _activation_after(bn)
             report.folded.append((edge.producer, edge.consumer))
         else:
             report.skipped.append((edge.consumer, reason))

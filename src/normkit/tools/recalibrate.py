@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from normkit.tools._progress import progress as _progress
+from normkit._progress import track
 from normkit.tools._report import text_table
 from normkit.tools._walk import (
     first_input,
@@ -151,6 +151,10 @@ class LayerRecalibration:
     var_ratio_max: float
 
 
+class NothingToRecalibrateWarning(UserWarning):
+    """The model has no BatchNorm layer with running statistics: recalibrate did nothing."""
+
+
 @dataclass
 class RecalibrationReport:
     strategy: str
@@ -228,11 +232,14 @@ class recalibration:
             for name, m in model.named_modules()
             if recalibratable(m) and (include is None or include(name, m))
         ]
-        if not self.layers:
+        if not self.layers:  # nothing to do: say so, change nothing
             found = sorted({type(m).__name__ for _, m in iter_norm_layers(model)})
-            raise ValueError(
+            warnings.warn(
                 "recalibrate: the model has no BatchNorm layer with running statistics to "
-                f"recalibrate (normalization layers found: {', '.join(found) or 'none'})"
+                f"recalibrate (normalization layers found: {', '.join(found) or 'none'}); "
+                "the model is left as it is",
+                NothingToRecalibrateWarning,
+                stacklevel=3,
             )
         self.report = RecalibrationReport(self.strategy_name)
         self._estimators: dict[int, Estimator] = {}
@@ -394,7 +401,9 @@ def recalibrate(
         total = len(batches)
     seen = 0
     with recalibration(model, strategy, include) as rec, torch.no_grad():
-        for batch in _progress(batches, total, "recalibrating BatchNorm", progress):
+        if not rec.layers:  # nothing to recalibrate (the context warned): no forward passes
+            return (model, rec.report) if return_report else model
+        for batch in track(batches, total, "recalibrating BatchNorm", progress):
             if forward is not None:
                 forward(model, batch)
             else:
