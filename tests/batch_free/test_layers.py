@@ -9,6 +9,7 @@ import doctest
 import importlib
 import io
 import pickle
+import sys
 import warnings
 
 import pytest
@@ -83,19 +84,31 @@ def test_frn_act_builds_its_activation_as_timm():
     assert_close(slope(x), ref(x), torch.float32)
 
 
-def test_timms_own_activation_classes_are_fused():
+def test_timms_own_activation_classes_are_fused(monkeypatch):
+    """Recognised by class: timm's GELU is the class at timm.layers.activations.GELU (here a
+    stand-in registered under that module name), not any class of that name."""
+    import types
+
+    from normkit.nn._activations import fused_activation
+
     class GELU(nn.Module):  # timm.layers.activations.GELU: F.gelu in a module
         def forward(self, x):
             return nn.functional.gelu(x)
 
     GELU.__module__, GELU.__qualname__ = "timm.layers.activations", "GELU"
+    impostor = type("GELU", (nn.Module,), {"__module__": "timm.layers.activations"})
+    assert fused_activation(impostor()) is None  # the module is not imported: not timm's
+    module = types.ModuleType("timm.layers.activations")
+    module.GELU = GELU
+    monkeypatch.setitem(sys.modules, "timm.layers.activations", module)
+    assert fused_activation(impostor()) is None  # same name, another class
     layer = nk.nn.FilterResponseNormAct2d(4, act_layer=GELU)
-    assert nk.nn.batch_free.fused_activation(layer.act) == ("gelu", 0.01)
+    assert fused_activation(layer.act) == ("gelu", 0.01)
     x = torch.randn(2, 4, 3, 3)
     ref = timm.FilterResponseNormAct2d(4, act_layer=GELU)
     assert_close(layer(x), ref(x), torch.float32)
-    assert nk.nn.batch_free.fused_activation(nn.GELU(approximate="tanh")) is None
-    assert nk.nn.batch_free.fused_activation(nn.PReLU()) is None
+    assert fused_activation(nn.GELU(approximate="tanh")) is None
+    assert fused_activation(nn.PReLU()) is None
 
 
 def test_evo_norm_s0_group_size_decides():

@@ -47,12 +47,14 @@ def test_auto_selection_prefers_numba_for_large_cpu_float(environment):
 
 def test_below_the_measured_crossover_torch_is_chosen(monkeypatch, environment):
     environment(None)
-    monkeypatch.setitem(backends._CROSSOVER, "batch_norm_train", {"float32": {"contiguous": 500}})
+    crossover = {"float32": {"contiguous": {"min": 500, "max": 5000}}}
+    monkeypatch.setitem(backends._CROSSOVER, "batch_norm_train", crossover)
     monkeypatch.setattr(backends, "_DECISIONS", {})
+    numba_impl = numba_backend.OPS["batch_norm_train"]
     assert select("batch_norm_train", torch.randn(4, 5, 5)) is torch_backend.batch_norm_train
-    assert (
-        select("batch_norm_train", torch.randn(4, 5, 25)) is numba_backend.OPS["batch_norm_train"]
-    )
+    assert select("batch_norm_train", torch.randn(4, 5, 25)) is numba_impl
+    # above the measured range, torch's kernel again
+    assert select("batch_norm_train", torch.randn(4, 5, 251)) is torch_backend.batch_norm_train
     # Forcing numba ignores the crossover.
     small = torch.randn(4, 5, 5)
     assert select("batch_norm_train", small, "numba") is numba_backend.OPS["batch_norm_train"]

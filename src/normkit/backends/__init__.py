@@ -12,10 +12,9 @@ Choice at each call, in this order: an explicit ``backend=`` argument, the inner
 at the first dispatch of the process), else automatic. A backend asked for by name that
 cannot take the input raises :class:`~normkit.config.BackendUnavailableError`.
 
-Automatic choice: ``"numba"`` where it supports the input and the input is at least as large
-as the crossover measured by ``benchmarks/bench_crossover.py`` for the op, dtype and layout
-(``crossover.json`` beside this module: below it torch's kernel was faster); ``"torch"``
-otherwise. The decision is computed once per (op, device, dtype, layout, request) and cached;
+Automatic choice: ``"numba"`` where it supports the input and the input's size lies in the
+range where ``benchmarks/bench_crossover.py`` measured it faster for the op, dtype and layout
+(``crossover.json`` beside this module); ``"torch"`` otherwise. The decision is computed once per (op, device, dtype, layout, request) and cached;
 what remains per call is one dictionary lookup and a size comparison.
 """
 
@@ -47,8 +46,8 @@ class _Backend:
 
 _LOADED: dict[str, _Backend] = {}
 _LOAD_FAILED: dict[str, str] = {}
-# (op, device type, dtype, layout, requested) -> (backend, fallback backend or "", min numel)
-_DECISIONS: dict[tuple, tuple[str, str, int]] = {}
+# (op, device type, dtype, layout, requested) -> (backend, fallback or "", min, max numel)
+_DECISIONS: dict[tuple, tuple[str, str, int, int | None]] = {}
 _CROSSOVER: dict[str, dict[str, dict[str, int]]] = {}
 
 
@@ -83,7 +82,10 @@ def available() -> list[str]:
 
 
 def layout_of(x: Tensor) -> str:
-    """``"contiguous"``, ``"channels_last"`` (channels fastest, 4-D or 5-D) or ``"strided"``."""
+    """``"2d"`` (a matrix: BatchNorm1d's ``(N, C)``, rows of LayerNorm), ``"contiguous"``,
+    ``"channels_last"`` (channels fastest, 4-D or 5-D) or ``"strided"``."""
+    if x.dim() == 2:
+        return "2d"
     if x.is_contiguous():
         return "contiguous"
     if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
@@ -93,20 +95,25 @@ def layout_of(x: Tensor) -> str:
     return "strided"
 
 
-def crossover(op: str, dtype: torch.dtype, layout: str) -> int:
-    """The smallest input (in elements) for which the numba kernel was measured faster."""
+def crossover(op: str, dtype: torch.dtype, layout: str) -> tuple[int, int | None]:
+    """``(min, max)`` input size (in elements; ``max`` None: no limit) for which the numba
+    kernel was measured faster than torch's; ``(1, None)`` where nothing was measured."""
     if not _CROSSOVER:
         path = Path(__file__).with_name("crossover.json")
         _CROSSOVER.update(json.loads(path.read_text()) if path.exists() else {"": {}})
-    return int(_CROSSOVER.get(op, {}).get(str(dtype).removeprefix("torch."), {}).get(layout, 1))
+    found = _CROSSOVER.get(op, {}).get(str(dtype).removeprefix("torch."), {}).get(layout)
+    if found is None:
+        return 1, None
+    return max(1, int(found["min"])), found["max"]
 
 
 @torch.compiler.assume_constant_result
 def _decision(
     op: str, device_type: str, dtype: torch.dtype, layout: str, requested: str | None
-) -> tuple[str, str, int]:
-    """``(backend, fallback backend or "", min numel)``, computed once per key. Under
-    torch.compile this runs at trace time (it may import a backend module)."""
+) -> tuple[str, str, int, int | None]:
+    """``(backend, fallback backend or "", min numel, max numel or None)``: ``backend``
+    for inputs of ``min <= numel <= max``, ``fallback`` for the others; computed once per key.
+    Under torch.compile this runs at trace time (it may import a backend module)."""
     key = (op, device_type, dtype, layout, requested)
     decision = _DECISIONS.get(key)
     if decision is None:
@@ -134,19 +141,20 @@ def _decide(op: str, device_type: str, dtype: torch.dtype, layout: str, requeste
                 f"normkit backend {requested!r} cannot run {op!r} on a {dtype} tensor on "
                 f"device {device_type!r}"
             )
-        return requested, "", 1 if requested == "numba" else 0
+        return requested, "", 1 if requested == "numba" else 0, None
     _load("torch")
     numba = _load("numba")
     if numba is None or op not in numba.ops or not numba.supports(dtype, device_type):
-        return "torch", "", 0
-    return "numba", "torch", max(1, crossover(op, dtype, layout))
+        return "torch", "", 0, None
+    return ("numba", "torch", *crossover(op, dtype, layout))
 
 
 def select(op: str, x: Tensor, backend: str | None = None) -> Callable:
     """The implementation of ``op`` for input ``x`` (see the module docstring)."""
     requested = requested_backend(backend)
-    name, fallback, threshold = _decision(op, x.device.type, x.dtype, layout_of(x), requested)
-    if x.numel() < threshold:
+    name, fallback, low, high = _decision(op, x.device.type, x.dtype, layout_of(x), requested)
+    numel = x.numel()
+    if numel < low or (high is not None and numel > high):
         if not fallback:  # numba asked for by name, on an empty tensor
             raise BackendUnavailableError(
                 f"normkit backend {requested!r} cannot run {op!r} on an empty tensor "

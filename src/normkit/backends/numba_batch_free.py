@@ -105,7 +105,7 @@ def _frn_forward_impl(x, weight, bias, tau, eps, act, negative_slope):
     rstd = _stat(x.shape[0] * x.shape[1])
     rt.kernel("frn_forward", "ncl", dt)(
         _planes(x, dt), out.array, vector(weight, dt), vector(bias, dt), vector(tau, dt), eps,
-        rt.act_code(act), negative_slope, rstd.numpy(), rt.threads(),
+        rt.act_code(act), negative_slope, rstd.numpy(), rt.threads(x.numel()),
     )  # fmt: skip
     return out.tensor(), rstd
 
@@ -129,7 +129,7 @@ def _frn_backward_impl(grad, x, weight, bias, tau, rstd, act, negative_slope):
     rt.kernel("frn_backward", "ncl", dt)(
         _planes(grad, dt), _planes(x, dt), dx.array, vector(weight, dt), vector(bias, dt),
         vector(tau, dt), rstd.numpy(), rt.act_code(act), negative_slope, dw.numpy(),
-        db.numpy(), dtau.numpy(), rt.threads(),
+        db.numpy(), dtau.numpy(), rt.threads(x.numel()),
     )  # fmt: skip
     return dx.tensor(), dw, db, dtau
 
@@ -203,7 +203,7 @@ def _evo_b0_forward_impl(x, v, weight, bias, running_var, eps):
     rt.kernel("evo_b0_forward", "ncl", dt)(
         _planes(x, dt), out.array, vector(v, dt), vector(weight, dt), vector(bias, dt),
         vector(running_var, _F64), running_var is None, eps, plane_mean.numpy(),
-        plane_var.numpy(), batch_mean.numpy(), batch_var.numpy(), rt.threads(),
+        plane_var.numpy(), batch_mean.numpy(), batch_var.numpy(), rt.threads(x.numel()),
     )  # fmt: skip
     return out.tensor(), plane_mean, plane_var, batch_mean, batch_var
 
@@ -231,7 +231,7 @@ def _evo_b0_backward_impl(
     rt.kernel("evo_b0_backward", "ncl", dt)(
         _planes(grad, dt), _planes(x, dt), dx.array, vector(v, dt), vector(weight, dt),
         plane_mean.numpy(), plane_var.numpy(), batch_mean.numpy(), batch_var.numpy(), training,
-        eps, dv.numpy(), dw.numpy(), db.numpy(), rt.threads(),
+        eps, dv.numpy(), dw.numpy(), db.numpy(), rt.threads(x.numel()),
     )  # fmt: skip
     return dx.tensor(), dv, dw, db
 
@@ -339,7 +339,7 @@ def _evo_s0_forward_impl(x, groups, v, weight, bias, eps):
     mean, var = _stat(x.shape[0] * groups), _stat(x.shape[0] * groups)
     rt.kernel("evo_s0_forward", "ncl", dt)(
         _planes(x, dt), out.array, groups, vector(v, dt), vector(weight, dt), vector(bias, dt),
-        eps, mean.numpy(), var.numpy(), rt.threads(),
+        eps, mean.numpy(), var.numpy(), rt.threads(x.numel()),
     )  # fmt: skip
     return out.tensor(), mean, var
 
@@ -363,7 +363,7 @@ def _evo_s0_backward_impl(grad, x, groups, v, weight, mean, var, eps):
     dv, dw, db = _grads(x, 3)
     rt.kernel("evo_s0_backward", "ncl", dt)(
         _planes(grad, dt), _planes(x, dt), dx.array, groups, vector(v, dt), vector(weight, dt),
-        mean.numpy(), var.numpy(), eps, dv.numpy(), dw.numpy(), db.numpy(), rt.threads(),
+        mean.numpy(), var.numpy(), eps, dv.numpy(), dw.numpy(), db.numpy(), rt.threads(x.numel()),
     )  # fmt: skip
     return dx.tensor(), dv, dw, db
 
@@ -472,7 +472,7 @@ def _grn_forward_impl(x, weight, bias, eps, channels_last):
     if layout == "rows":
         args, name = (*args, n), "grn_forward_rows"
     rt.kernel(name, layout, dt)(
-        *args, vector(weight, dt), vector(bias, dt), eps, gx.numpy(), rt.threads()
+        *args, vector(weight, dt), vector(bias, dt), eps, gx.numpy(), rt.threads(x.numel())
     )
     return _grn_like(_grn_restore(buffer, layout, channels_last), x, channels_last), gx
 
@@ -516,7 +516,7 @@ def _grn_backward_impl(grad, x, weight, gx, eps, channels_last):
     if layout == "rows":
         args, name = (*args, n), "grn_backward_rows"
     rt.kernel(name, layout, dt)(
-        *args, vector(weight, dt), eps, gx.numpy(), dw.numpy(), db.numpy(), rt.threads()
+        *args, vector(weight, dt), eps, gx.numpy(), dw.numpy(), db.numpy(), rt.threads(x.numel())
     )
     return _grn_like(_grn_restore(buffer, layout, channels_last), x, channels_last), dw, db
 
@@ -581,7 +581,7 @@ def _rms2d_forward_impl(x, weight, eps):
     out = _PlaneOutput(x)
     rstd = _stat(x.shape[0], x.numel() // (x.shape[0] * x.shape[1]))
     rt.kernel("rms2d_forward", "ncl", dt)(
-        _planes(x, dt), out.array, vector(weight, dt), eps, rstd.numpy(), rt.threads()
+        _planes(x, dt), out.array, vector(weight, dt), eps, rstd.numpy(), rt.threads(x.numel())
     )
     return out.tensor(), rstd
 
@@ -604,7 +604,7 @@ def _rms2d_backward_impl(grad, x, weight, rstd):
     dw = torch.empty(x.shape[1], dtype=dt)
     rt.kernel("rms2d_backward", "ncl", dt)(
         _planes(grad, dt), _planes(x, dt), dx.array, vector(weight, dt), rstd.numpy(),
-        dw.numpy(), rt.threads(),
+        dw.numpy(), rt.threads(x.numel()),
     )  # fmt: skip
     return dx.tensor(), dw
 

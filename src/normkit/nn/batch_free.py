@@ -37,6 +37,7 @@ from normkit.functional.batch_free import (
     normalize_global_response,
     normalize_rms_2d,
 )
+from normkit.nn._activations import ACTIVATION_CLASSES, fused_activation
 
 __all__ = [
     "EvoNorm2dB0",
@@ -46,58 +47,11 @@ __all__ = [
     "FilterResponseNormTlu2d",
     "GlobalResponseNorm",
     "RmsNorm2d",
-    "fused_activation",
 ]
-
-# ---------------------------------------------------------------------------------------
-# Activations FilterResponseNormAct2d fuses, by the module that computes them.
-
-_ACT_CLASSES: dict[str, type[nn.Module]] = {
-    "identity": nn.Identity,
-    "relu": nn.ReLU,
-    "leaky_relu": nn.LeakyReLU,
-    "silu": nn.SiLU,
-    "swish": nn.SiLU,
-    "gelu": nn.GELU,
-    "relu6": nn.ReLU6,
-    "hardswish": nn.Hardswish,
-    "hard_swish": nn.Hardswish,
-}
-_TORCH_ACTS: dict[type[nn.Module], str] = {
-    nn.Identity: "identity",
-    nn.ReLU: "relu",
-    nn.SiLU: "silu",
-    nn.ReLU6: "relu6",
-    nn.Hardswish: "hardswish",
-}
-# timm's own classes computing the same functions (``timm.layers.activations[_me]``).
-_TIMM_ACTS: dict[str, str] = {
-    "timm.layers.activations.GELU": "gelu",
-    "timm.layers.activations.Swish": "silu",
-    "timm.layers.activations.HardSwish": "hardswish",
-    "timm.layers.activations_me.SwishMe": "silu",
-    "timm.layers.activations_me.HardSwishMe": "hardswish",
-}
-
-
-def fused_activation(module: nn.Module) -> tuple[str, float] | None:
-    """``(act, negative_slope)`` of the fused activation that computes what ``module``
-    computes (``nn.ReLU``, ``nn.LeakyReLU``, ``nn.SiLU``, ``nn.GELU()`` (exact),
-    ``nn.ReLU6``, ``nn.Hardswish``, ``nn.Identity`` and timm's equivalent classes), or
-    ``None`` for any other module (``nn.PReLU``, ``nn.GELU(approximate="tanh")``, ...)."""
-    kind = type(module)
-    if kind in _TORCH_ACTS:
-        return _TORCH_ACTS[kind], 0.01
-    if kind is nn.LeakyReLU:
-        return "leaky_relu", float(module.negative_slope)
-    if kind is nn.GELU:
-        return ("gelu", 0.01) if module.approximate == "none" else None
-    act = _TIMM_ACTS.get(f"{kind.__module__}.{kind.__qualname__}")
-    return None if act is None else (act, 0.01)
 
 
 def _supported_acts() -> str:
-    return ", ".join(sorted(_ACT_CLASSES)) + ", or the torch.nn classes of these"
+    return ", ".join(sorted(ACTIVATION_CLASSES)) + ", or the torch.nn classes of these"
 
 
 def _create_act(
@@ -106,7 +60,7 @@ def _create_act(
     """The activation module of ``act_layer`` (a name or a class), built as timm builds it:
     ``inplace`` is passed only when not None, and dropped for classes without it."""
     if isinstance(act_layer, str):
-        cls = _ACT_CLASSES.get(act_layer.lower())
+        cls = ACTIVATION_CLASSES.get(act_layer.lower())
         if cls is None:
             raise check.NormInputError(
                 f"{name}: act_layer={act_layer!r} is not an activation normkit fuses; "

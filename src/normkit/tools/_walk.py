@@ -58,31 +58,40 @@ def has_running_stats(module: nn.Module) -> bool:
     )
 
 
+BATCH_FREE = (
+    "FilterResponseNormTlu2d",
+    "FilterResponseNormAct2d",
+    "EvoNorm2dB0",
+    "EvoNorm2dS0",
+    "EvoNorm2dS0a",
+    "GlobalResponseNorm",
+    "RmsNorm2d",
+)
+
 _KINDS: tuple[tuple[str, tuple[type, ...]], ...] = (
     ("instance", (_TorchInstanceNorm, _NkInstanceNorm)),
     ("layer", (nn.LayerNorm,)),
     ("group", (nn.GroupNorm,)),
-    ("rms", (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
+    ("rms", (nn.RMSNorm,)),
 )
 
 
 def norm_kind(module: nn.Module) -> str | None:
-    """``"batch"``, ``"frozen"``, ``"instance"``, ``"layer"``, ``"group"``, ``"rms"`` or None.
+    """``"batch"``, ``"frozen"``, ``"instance"``, ``"layer"``, ``"group"``, ``"rms"``,
+    ``"batch_free"`` (normkit's FRN, EvoNorm, GRN, RmsNorm2d) or None.
 
-    Covers torch.nn's and normkit.nn's layers (normkit's LayerNorm/GroupNorm/RMSNorm are
-    recognised by their module and class name, as they do not subclass torch's).
+    normkit's layers subclass torch's, so ``isinstance`` against torch's classes finds them
+    (and the ecosystem's subclasses of torch's norms) too.
     """
     if is_frozen_batch_norm(module):
         return "frozen"
     if is_batch_norm(module):
         return "batch"
     for kind, classes in _KINDS:
-        if classes and isinstance(module, classes):
+        if isinstance(module, classes):
             return kind
-    if type(module).__module__.startswith("normkit.nn."):
-        return {"LayerNorm": "layer", "GroupNorm": "group", "RMSNorm": "rms"}.get(
-            type(module).__name__
-        )
+    if isinstance(module, _existing(BATCH_FREE)):
+        return "batch_free"
     return None
 
 
@@ -112,6 +121,23 @@ def first_tensor(module: nn.Module) -> Tensor | None:
         if t.is_floating_point():
             return t
     return None
+
+
+def load_state(new: nn.Module, old: nn.Module) -> nn.Module:
+    """Load ``old``'s state dict into ``new`` (strictly: the keys are the contract), copy the
+    train/eval flag and each parameter's ``requires_grad``; returns ``new``."""
+    state = old.state_dict()
+    target = new.state_dict()
+    for key, value in state.items():
+        if key in target and target[key].dtype != value.dtype:
+            state[key] = value.to(target[key].dtype)
+    new.load_state_dict(state, strict=True)
+    old_params = dict(old.named_parameters())
+    for name, param in new.named_parameters():
+        if name in old_params:
+            param.requires_grad_(old_params[name].requires_grad)
+    new.train(old.training)
+    return new
 
 
 def factory_kwargs_of(module: nn.Module) -> dict[str, object]:

@@ -27,6 +27,9 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from normkit.nn._activations import fused_activation
+from normkit.tools._walk import load_state
+
 SOURCE_ATTR = "_normkit_source"
 
 
@@ -126,23 +129,6 @@ def find_converter(module: nn.Module) -> Converter | None:
 # ---------------------------------------------------------------------------------- builds
 
 
-def load_state(new: nn.Module, old: nn.Module) -> nn.Module:
-    """Load ``old``'s state dict into ``new`` (strictly: the keys are the contract), copy the
-    train/eval flag and each parameter's ``requires_grad``; returns ``new``."""
-    state = old.state_dict()
-    target = new.state_dict()
-    for key, value in state.items():
-        if key in target and target[key].dtype != value.dtype:
-            state[key] = value.to(target[key].dtype)
-    new.load_state_dict(state, strict=True)
-    old_params = dict(old.named_parameters())
-    for name, param in new.named_parameters():
-        if name in old_params:
-            param.requires_grad_(old_params[name].requires_grad)
-    new.train(old.training)
-    return new
-
-
 def _factory(module: nn.Module) -> dict[str, object]:
     for t in (*module.parameters(recurse=False), *module.buffers(recurse=False)):
         if t.is_floating_point():
@@ -197,40 +183,12 @@ def twin(cls: type[nn.Module], old: nn.Module) -> nn.Module:
     return load_state(cls(**kwargs, **_factory(old)), old)
 
 
-# Activation modules the fused kernels compute exactly: class -> name (+ how to read the
-# leaky_relu slope). timm's own GELU wrapper is exact GELU when approximate == "none".
-_ACTIVATIONS: list[tuple[type | str, str]] = [
-    (nn.Identity, "identity"),
-    (nn.ReLU, "relu"),
-    (nn.LeakyReLU, "leaky_relu"),
-    (nn.SiLU, "silu"),
-    (nn.GELU, "gelu"),
-    (nn.ReLU6, "relu6"),
-    (nn.Hardswish, "hardswish"),
-    ("timm.layers.activations.GELU", "gelu"),
-    ("timm.layers.activations.Swish", "silu"),
-]
-
-
-def activation_of(module: nn.Module | None) -> tuple[str, float] | None:
-    """``(name, negative_slope)`` of an activation module normkit fuses, else None."""
-    if module is None:
-        return "identity", 0.01
-    for source, name in _ACTIVATIONS:
-        cls = _resolve(source)
-        if cls is not None and type(module) is cls:
-            if name == "gelu" and getattr(module, "approximate", "none") != "none":
-                return None
-            return name, float(getattr(module, "negative_slope", 0.01))
-    return None
-
-
 def _act_drop_reason(module: nn.Module) -> str | None:
     drop = getattr(module, "drop", None)
     if drop is not None and type(drop) is not nn.Identity:
         return f"a {type(drop).__name__} between the norm and the activation"
     act = getattr(module, "act", None)
-    if activation_of(act) is None:
+    if fused_activation(act) is None:
         return (
             f"activation {type(act).__name__} is not one normkit fuses "
             "(identity, relu, leaky_relu, silu, exact gelu, relu6, hardswish)"
@@ -243,7 +201,7 @@ def _nk(name: str) -> type[nn.Module]:
 
 
 def _timm_batch_norm_act(old: nn.Module) -> nn.Module:
-    act, slope = activation_of(old.act)
+    act, slope = fused_activation(old.act)
     new = _nk("BatchNormAct2d")(
         old.num_features, act=act, eps=old.eps, momentum=old.momentum, affine=old.affine,
         negative_slope=slope, track_running_stats=old.track_running_stats, **_factory(old),
@@ -252,7 +210,7 @@ def _timm_batch_norm_act(old: nn.Module) -> nn.Module:
 
 
 def _timm_group_norm_act(old: nn.Module) -> nn.Module:
-    act, slope = activation_of(old.act)
+    act, slope = fused_activation(old.act)
     new = _nk("GroupNormAct")(
         old.num_groups, old.num_channels, old.eps, old.affine, act=act, negative_slope=slope,
         **_bias(old) if old.affine else {}, **_factory(old),
@@ -261,7 +219,7 @@ def _timm_group_norm_act(old: nn.Module) -> nn.Module:
 
 
 def _timm_layer_norm_act(old: nn.Module) -> nn.Module:
-    act, slope = activation_of(old.act)
+    act, slope = fused_activation(old.act)
     new = _nk("LayerNormAct")(
         tuple(old.normalized_shape), old.eps, old.elementwise_affine, act=act,
         negative_slope=slope, **_bias(old) if old.elementwise_affine else {}, **_factory(old),
@@ -270,7 +228,7 @@ def _timm_layer_norm_act(old: nn.Module) -> nn.Module:
 
 
 def _layer_norm_act_2d(old: nn.Module) -> nn.Module:
-    act, slope = activation_of(old.act)
+    act, slope = fused_activation(old.act)
     new = _nk("LayerNormAct2d")(
         old.normalized_shape[0], old.eps, old.elementwise_affine, act=act, negative_slope=slope,
         **_bias(old) if old.elementwise_affine else {}, **_factory(old),
@@ -305,7 +263,7 @@ def _frozen(old: nn.Module) -> nn.Module:
 
 
 def _frozen_act(old: nn.Module) -> nn.Module:
-    act, slope = activation_of(old.act)
+    act, slope = fused_activation(old.act)
     new = _nk("FrozenBatchNormAct2d")(
         old.weight.shape[0], old.eps, act=act, negative_slope=slope, **_factory(old)
     )
@@ -408,6 +366,10 @@ _BUILTIN: list[Converter] = [
 
 
 def _register_builtins() -> None:
+    from normkit.tools.converters_batch_free import CONVERTERS as BATCH_FREE
+
+    for source, build, check, why in BATCH_FREE:
+        _REGISTRY.append(Converter(source, build, why, check))
     _REGISTRY.extend(_BUILTIN)
 
 

@@ -22,6 +22,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from normkit.nn._activations import fused_activation
 from normkit.nn.batch_free import (
     EvoNorm2dB0,
     EvoNorm2dS0,
@@ -30,21 +31,10 @@ from normkit.nn.batch_free import (
     FilterResponseNormTlu2d,
     GlobalResponseNorm,
     RmsNorm2d,
-    fused_activation,
 )
-from normkit.tools._walk import factory_kwargs_of
+from normkit.tools._walk import factory_kwargs_of, load_state
 
 __all__ = ["CONVERTERS"]
-
-
-def _finish(layer: nn.Module, module: nn.Module) -> nn.Module:
-    """Load ``module``'s state strictly, copy its train flag and requires_grad flags."""
-    layer.load_state_dict(module.state_dict(), strict=True)
-    layer.train(module.training)
-    flags = {name: p.requires_grad for name, p in module.named_parameters()}
-    for name, p in layer.named_parameters():
-        p.requires_grad_(flags[name])
-    return layer
 
 
 def _channels(module: nn.Module) -> int:
@@ -70,7 +60,7 @@ def build_filter_response_norm_tlu(module: nn.Module) -> FilterResponseNormTlu2d
         **factory_kwargs_of(module),
     )  # fmt: skip
     layer.apply_act = module.apply_act
-    return _finish(layer, module)
+    return load_state(layer, module)
 
 
 def check_filter_response_norm_tlu(module: nn.Module) -> str | None:
@@ -85,7 +75,7 @@ def build_filter_response_norm_act(module: nn.Module) -> FilterResponseNormAct2d
         _channels(module), rms=module.rms, eps=module.eps, **factory_kwargs_of(module)
     )
     layer.act = copy.deepcopy(module.act)  # timm's (stateless) activation module, kept
-    return _finish(layer, module)
+    return load_state(layer, module)
 
 
 def _activation_problem(module: nn.Module) -> str | None:
@@ -110,7 +100,7 @@ def build_evo_norm_b0(module: nn.Module) -> EvoNorm2dB0:
         eps=module.eps, **factory_kwargs_of(module),
     )  # fmt: skip
     layer.apply_act = module.apply_act
-    return _finish(layer, module)
+    return load_state(layer, module)
 
 
 def check_evo_norm_b0(module: nn.Module) -> str | None:
@@ -126,7 +116,7 @@ def _build_evo_norm_s(cls: type[EvoNorm2dS0], module: nn.Module) -> EvoNorm2dS0:
         eps=module.eps, **factory_kwargs_of(module),
     )  # fmt: skip
     layer.apply_act = module.apply_act
-    return _finish(layer, module)
+    return load_state(layer, module)
 
 
 def build_evo_norm_s0(module: nn.Module) -> EvoNorm2dS0:
@@ -149,7 +139,7 @@ def build_global_response_norm(module: nn.Module) -> GlobalResponseNorm:
         _channels(module), eps=module.eps, channels_last=module.channel_dim == -1,
         **factory_kwargs_of(module),
     )  # fmt: skip
-    return _finish(layer, module)
+    return load_state(layer, module)
 
 
 def check_global_response_norm(module: nn.Module) -> str | None:
@@ -161,7 +151,7 @@ def build_rms_norm2d(module: nn.Module) -> RmsNorm2d:
         module.normalized_shape, eps=module.eps, affine=module.elementwise_affine,
         **factory_kwargs_of(module),
     )  # fmt: skip
-    return _finish(layer, module)
+    return load_state(layer, module)
 
 
 def check_rms_norm2d(module: nn.Module) -> str | None:

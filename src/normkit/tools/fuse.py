@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from normkit.nn._activations import fused_activation
 from normkit.tools._graph import module_graph
-from normkit.tools._walk import normkit_class, replace_modules
-from normkit.tools.converters import activation_of, load_state, remember_source
+from normkit.tools._walk import load_state, normkit_class, replace_modules
+from normkit.tools.converters import remember_source
 
 _FUSED_INTO = {"BatchNorm1d": "BatchNormAct1d", "BatchNorm2d": "BatchNormAct2d"}
 
@@ -52,7 +53,7 @@ def fuse_activations(root: nn.Module, include=None) -> tuple[nn.Module, list[Fus
         norm, act = modules.get(edge.producer), modules.get(edge.consumer)
         if norm is None or act is None or not _fusable_norm(norm):
             continue
-        found = activation_of(act)
+        found = fused_activation(act)
         if found is None or found[0] == "identity" or type(act) is nn.Identity:
             continue
         if edge.producer_users != (edge.consumer,):

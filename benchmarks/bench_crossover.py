@@ -1,0 +1,157 @@
+"""Where normkit's kernels beat torch's: the measurements behind the automatic backend choice.
+
+For each op of the backend contract, dtype and memory layout, over a ladder of sizes, the
+numba and the torch implementation of the op (``normkit.backends``) are timed interleaved
+(medians; training ops forward + backward, inference ops forward). The numba kernels are
+chosen, automatically, for the sizes where they were faster: the smallest and largest input
+size (in elements) of the longest run of winning sizes, written to
+``src/normkit/backends/crossover.json`` (``--write``), which the dispatcher reads. A key
+missing from the file means numba at every size; ``{"min": 0, "max": 0}`` means torch at
+every size.
+
+    python benchmarks/bench_crossover.py            # print the table
+    python benchmarks/bench_crossover.py --write    # and update crossover.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import Environment, print_table, time_interleaved
+
+from normkit.backends import numba_backend, torch_backend
+
+TABLE = Path(__file__).resolve().parents[1] / "src" / "normkit" / "backends" / "crossover.json"
+SIZES = [2**k for k in range(10, 24, 2)]  # 1 Ki .. 8 Mi values
+
+
+def _shape(op: str, numel: int, layout: str) -> tuple[int, ...]:
+    """A representative input of about ``numel`` values for ``op``."""
+    if layout == "2d":
+        channels = 256 if op.startswith("batch_norm") else 768
+        return (max(2, numel // channels), channels)
+    if op in ("layer_norm", "rms_norm"):
+        return (8, max(1, numel // (8 * 768)), 768)
+    channels = 64
+    side = max(2, int((numel / (16 * channels)) ** 0.5))
+    return (16, channels, side, side)
+
+
+def _inputs(op, numel, dtype, layout):
+    shape = _shape(op, numel, layout)
+    x = torch.randn(shape, dtype=dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    c = shape[-1] if op in ("layer_norm", "rms_norm") else shape[1]
+    w = torch.randn(c, dtype=dtype, requires_grad=True)
+    b = torch.randn(c, dtype=dtype, requires_grad=True)
+    return x.requires_grad_(True), w, b
+
+
+def _call(op: str, impl, x, w, b):
+    """One call of the op's implementation (the op contract's arguments)."""
+    c = x.shape[1]
+    if op == "batch_norm_train":
+        rm, rv = torch.zeros(c, dtype=x.dtype), torch.ones(c, dtype=x.dtype)
+        return impl(x, w, b, rm, rv, torch.tensor(0), 0.1, 1e-5, "identity", 0.01, "bench")
+    if op == "batch_norm_eval":
+        rm, rv = torch.zeros(c, dtype=x.dtype), torch.ones(c, dtype=x.dtype)
+        return impl(x, w, b, rm, rv, 1e-5, "identity", 0.01)
+    if op == "instance_norm_train":
+        return impl(x, w, b, None, None, 0.1, 1e-5, "bench")
+    if op == "group_norm":
+        return impl(x, 32, w, b, 1e-5)
+    if op == "layer_norm":
+        return impl(x, (x.shape[-1],), w, b, 1e-5)
+    if op == "rms_norm":
+        return impl(x, (x.shape[-1],), w, 1e-5)
+    if op == "layer_norm_2d":
+        return impl(x, w, b, 1e-6)
+    raise ValueError(op)
+
+
+def _step(op, impl, inputs, train):
+    x, w, b = inputs
+    if not train:
+
+        def forward():
+            with torch.no_grad():
+                _call(op, impl, x, w, b)
+
+        return forward
+    grad = torch.randn_like(x)
+
+    def step():
+        x.grad = w.grad = b.grad = None
+        _call(op, impl, x, w, b).backward(grad)
+
+    return step
+
+
+CASES = [
+    ("batch_norm_train", ("contiguous", "channels_last", "2d"), True),
+    ("batch_norm_eval", ("contiguous", "channels_last", "2d"), False),
+    ("instance_norm_train", ("contiguous",), True),
+    ("group_norm", ("contiguous", "channels_last"), True),
+    ("layer_norm", ("contiguous", "2d"), True),
+    ("rms_norm", ("contiguous", "2d"), True),
+    ("layer_norm_2d", ("contiguous", "channels_last"), True),
+]
+
+
+def _winning_range(sizes, ratios) -> dict[str, int]:
+    """The longest run of sizes where numba won (ratio > 1), as the dispatcher reads it."""
+    best, start = (0, -1, -1), None
+    for i, r in enumerate([*ratios, 0.0]):
+        if r > 1.0 and start is None:
+            start = i
+        if r <= 1.0 and start is not None:
+            best = max(best, (i - start, start, i - 1))
+            start = None
+    _, lo, hi = best
+    if lo < 0:
+        return {"min": 0, "max": 0}
+    return {"min": sizes[lo], "max": None if hi == len(sizes) - 1 else sizes[hi]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="update crossover.json")
+    parser.add_argument("--repeats", type=int, default=15)
+    args = parser.parse_args(argv)
+    env = Environment()
+    print(f"# bench_crossover: {env.cpu}, {env.threads} threads, torch {env.torch}, "
+          f"numba {env.numba}, {env.timestamp}, git {env.git_sha}")  # fmt: skip
+    table: dict[str, dict[str, dict[str, dict[str, int]]]] = {}
+    rows = []
+    for op, layouts, train in CASES:
+        for dtype in (torch.float32, torch.float64):
+            for layout in layouts:
+                ratios = []
+                for numel in SIZES:
+                    inputs = _inputs(op, numel, dtype, layout)
+                    steps = {
+                        "torch": _step(op, torch_backend.OPS[op], inputs, train),
+                        "numba": _step(op, numba_backend.OPS[op], inputs, train),
+                    }
+                    t = time_interleaved(steps, repeats=args.repeats, warmup=3)
+                    ratios.append(t["torch"].q50 / t["numba"].q50)
+                chosen = _winning_range(SIZES, ratios)
+                name = str(dtype).removeprefix("torch.")
+                table.setdefault(op, {}).setdefault(name, {})[layout] = chosen
+                rows.append((op, name, layout, *(f"{r:.2f}" for r in ratios), chosen))
+    print_table(["op", "dtype", "layout", *(f"{s:,}" for s in SIZES), "numba for"], rows)
+    if args.write:
+        TABLE.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+        print(f"wrote {TABLE}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
