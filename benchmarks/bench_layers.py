@@ -193,6 +193,52 @@ def cnn_builder(shape, mode, layout):
     return {"torch": step_for(reference), "normkit": step_for(ours)}
 
 
+def _padded_batch(shape, padding: float):
+    """``x (N, C, L)`` zero at the padded positions, its gradient, and the mask: lengths
+    spread evenly over ``[L * (1 - 2 * padding), L]`` so that ``padding`` of the positions
+    are padding."""
+    n, _, length = shape
+    lengths = torch.linspace(length * (1 - 2 * padding), length, n).round().long()
+    mask = nk.functional.lengths_to_mask(lengths, length)
+    x = torch.randn(shape) * mask.unsqueeze(1)
+    return x, torch.randn(shape) * mask.unsqueeze(1), mask
+
+
+class _GatherScatterBN(torch.nn.Module):
+    """What a user writes today for masked BatchNorm: gather the valid frames, torch's
+    BatchNorm1d on the (M, C) batch, scatter back (zeros at the padding)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.bn = torch.nn.BatchNorm1d(channels)
+
+    def forward(self, x, mask):
+        frames = self.bn(x.transpose(1, 2)[mask])
+        out = x.new_zeros(x.shape[0], x.shape[2], x.shape[1]).index_put((mask,), frames)
+        return out.transpose(1, 2)
+
+
+def masked_builder(baseline: str) -> Callable[[tuple, str, str], Providers]:
+    """normkit's masked BatchNorm1d (the "normkit" side) against ``baseline`` (the "torch"
+    side): "gather" (gather + torch BN1d + scatter), "plain" (torch BN1d over the padding,
+    the wrong statistics) or "normkit plain" (normkit BN1d over the padding)."""
+
+    def build(shape, mode, layout):
+        x, grad, mask = _padded_batch(shape, 0.3)
+        masked = nk.nn.BatchNorm1d(shape[1])
+        if baseline == "gather":
+            other = _GatherScatterBN(shape[1])
+        elif baseline == "plain":
+            other = torch.nn.BatchNorm1d(shape[1])
+        else:
+            other = nk.nn.BatchNorm1d(shape[1])
+        ours = lambda v: masked(v, mask=mask)  # noqa: E731
+        theirs = (lambda v: other(v, mask)) if baseline == "gather" else other
+        if mode == "train fwd":
+            return {"torch": no_grad_forward(theirs, x), "normkit": no_grad_forward(ours, x)}
+        return {"torch": train_step(theirs, x, grad), "normkit": train_step(ours, x, grad)}
+
+
 def _timm_stand_ins():
     """The test zoo's faithful stand-ins of timm's classes (timm is not a dependency)."""
     root = str(Path(__file__).resolve().parents[1])
@@ -243,6 +289,12 @@ CASES: list[Case] = [
     Case("BNAct2d(relu) vs nk BN+ReLU", (32, 64, 56, 56), "train fwd+bwd", bn_act_builder, 1.3),
     Case("small CNN (lab) step", (128, 1, 28, 28), "train step", cnn_builder, 1.2),
     Case("small CNN 1-D (MNIST-1D) step", (64, 1, 40), "train step", cnn_builder),
+    # Masked BatchNorm1d, 30% padding (issue 12): vs gather + torch BN1d + scatter (goal
+    # 1.5x), and within 1.2x of torch's BN1d over the padding (ratio >= 1 / 1.2).
+    Case("masked BN1d 30% pad vs gather+BN+scatter", (32, 256, 400), "train fwd+bwd",
+         masked_builder("gather"), 1.5),
+    Case("masked BN1d 30% pad vs torch BN1d on padding", (32, 256, 400), "train fwd+bwd",
+         masked_builder("plain"), 0.83),
     # Further rows, no goal in the issue.
     Case("BatchNorm2d", (128, 512, 7, 7), "train fwd+bwd", layer_builder("BatchNorm2d", (512,))),
     Case("BatchNorm2d", (128, 512, 7, 7), "eval fwd", layer_builder("BatchNorm2d", (512,))),
@@ -250,6 +302,10 @@ CASES: list[Case] = [
     Case("BatchNorm3d", (8, 32, 16, 28, 28), "train fwd+bwd", layer_builder("BatchNorm3d", (32,))),
     Case("GroupNorm(32)", (128, 512, 7, 7), "train fwd+bwd",
          layer_builder("GroupNorm", (32, 512))),
+    Case("masked BN1d 30% pad vs nk BN1d on padding", (32, 256, 400), "train fwd+bwd",
+         masked_builder("normkit plain")),
+    Case("masked BN1d 30% pad vs gather+BN+scatter", (32, 256, 400), "train fwd",
+         masked_builder("gather")),
     # Batch-free norms (issue 13): normkit vs timm's own plain-torch code ("torch" column).
     Case("timm FilterResponseNormTlu2d", (32, 64, 56, 56), "train fwd+bwd",
          timm_builder("FilterResponseNormTlu2d", (64,)), 1.5),
@@ -280,7 +336,9 @@ QUICK_CASES: list[Case] = [
     Case("GroupNorm(4)", (8, 16, 28, 28), "train fwd+bwd", layer_builder("GroupNorm", (4, 16))),
     Case("LayerNorm", (512, 256), "train fwd+bwd", layer_builder("LayerNorm", (256,))),
     Case("RMSNorm", (512, 256), "train fwd+bwd", layer_builder("RMSNorm", (256,))),
-]
+    Case("masked BN1d 30% pad vs gather+BN+scatter", (8, 64, 100), "train fwd+bwd",
+         masked_builder("gather")),
+]  # fmt: skip
 
 
 def _roof(case: Case, ms: float, bandwidth: float) -> str:

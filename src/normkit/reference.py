@@ -293,3 +293,225 @@ def instance_norm_backward(
     dx = normalize_backward(g_hat, x_hat, var, axes, eps)
     dgamma, dbeta = _param_grads(g, x_hat, _channel_axes(x), gamma, True if has_beta else None)
     return dx, dgamma, dbeta
+
+
+# ---------------------------------------------------------------------------------------
+# Masked normalization: statistics from the valid positions of a padded batch only.
+#
+# ``mask`` has the shape of ``x (N, C, *spatial)`` without the channel axis, ``(N, *spatial)``,
+# True at valid positions. With ``m = 1`` at valid positions and ``0`` at padded ones, per
+# normalized group (a channel for BatchNorm, a sample's channel for InstanceNorm, a sample's
+# group of channels for GroupNorm)::
+#
+#     n      = sum(m)                                  # valid values in the group
+#     mean   = sum(m * x) / n
+#     var    = sum(m * (x - mean)**2) / n              # biased: used to normalize
+#     x_hat  = m * (x - mean) / sqrt(var + eps)
+#     y      = m * (gamma * x_hat + beta)              # padded positions give exactly 0
+#
+# Backward, with ``g_hat = m * g * gamma`` (padded positions receive exactly 0)::
+#
+#     dx     = rstd / n * (n * g_hat - sum(g_hat) - x_hat * sum(g_hat * x_hat))
+#     dgamma = sum(m * g * x_hat);   dbeta = sum(m * g)
+#
+# A group without valid positions (``n = 0``, e.g. an empty sample in GroupNorm) has
+# ``mean = var = 0`` here and outputs zeros. Masked BatchNorm over a padded batch is plain
+# BatchNorm over the valid frames gathered into one ``(n, C)`` batch, running statistics
+# included (``n`` is the valid count in Bessel's ``n / (n - 1)``).
+
+
+def lengths_to_mask(lengths: Sequence[int] | Array, max_len: int | None = None) -> Array:
+    """``mask[i, t] = t < lengths[i]``: a ``(N, max_len)`` bool array (default max_len:
+    ``max(lengths)``)."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if max_len is None:
+        max_len = int(lengths.max()) if lengths.size else 0
+    return np.arange(max_len)[None, :] < lengths[:, None]
+
+
+def _valid(mask: Array, x: Array) -> Array:
+    """``mask (N, *spatial)`` as 0/1 values broadcasting against ``x (N, C, *spatial)``."""
+    return np.expand_dims(np.asarray(mask, dtype=bool), 1).astype(x.dtype)
+
+
+def masked_normalize(x: Array, m: Array, axes: tuple[int, ...], eps: float):
+    """``x_hat = m * (x - mean) / sqrt(var + eps)`` with the statistics of the valid values
+    (``m = 1``) over ``axes``. Returns ``(x_hat, mean, var, n)``, the last three keeping the
+    reduced axes; groups without valid values get ``mean = var = 0``."""
+    m = np.broadcast_to(m, x.shape)
+    n = m.sum(axis=axes, keepdims=True)
+    safe = np.where(n > 0, n, 1)
+    mean = np.where(n > 0, (m * x).sum(axis=axes, keepdims=True) / safe, 0)
+    var = np.where(n > 0, (m * (x - mean) ** 2).sum(axis=axes, keepdims=True) / safe, 0)
+    x_hat = m * (x - mean) / np.sqrt(var + eps)
+    return x_hat, mean, var, n
+
+
+def masked_normalize_backward(
+    g_hat: Array, x_hat: Array, var: Array, n: Array, m: Array, axes: tuple[int, ...], eps: float
+) -> Array:
+    """``dx`` of :func:`masked_normalize` from ``g_hat = dL/dx_hat``, zero at padded positions."""
+    g_hat = np.broadcast_to(m, g_hat.shape) * g_hat
+    rstd = 1.0 / np.sqrt(var + eps)
+    safe = np.where(n > 0, n, 1)
+    sum_g = g_hat.sum(axis=axes, keepdims=True)
+    sum_g_xhat = (g_hat * x_hat).sum(axis=axes, keepdims=True)
+    return rstd / safe * (n * g_hat - np.broadcast_to(m, g_hat.shape) * sum_g - x_hat * sum_g_xhat)
+
+
+def masked_batch_norm_train(
+    x: Array, mask: Array, gamma: Array | None = None, beta: Array | None = None, eps: float = 1e-5
+):
+    """Masked BatchNorm, training forward: per channel over the valid positions of
+    ``x (N, C, *)``. Returns ``(y, mean (C,), var (C,), n)`` (biased ``var``, ``n`` valid
+    values per channel)."""
+    m = _valid(mask, x)
+    x_hat, mean, var, n = masked_normalize(x, m, _channel_axes(x), eps)
+    y = m * _scale_shift(x_hat, gamma, beta, lambda v: _per_channel(v, x))
+    return y, mean.reshape(-1), var.reshape(-1), int(n.reshape(-1)[0])
+
+
+def masked_batch_norm_train_backward(
+    g: Array,
+    x: Array,
+    mask: Array,
+    gamma: Array | None = None,
+    eps: float = 1e-5,
+    has_beta: bool = True,
+):
+    """Backward of :func:`masked_batch_norm_train`: ``(dx, dgamma, dbeta)``."""
+    m = _valid(mask, x)
+    axes = _channel_axes(x)
+    x_hat, _, var, n = masked_normalize(x, m, axes, eps)
+    g = m * g
+    g_hat = g * _per_channel(gamma, x) if gamma is not None else g
+    dx = masked_normalize_backward(g_hat, x_hat, var, n, m, axes, eps)
+    dgamma, dbeta = _param_grads(g, x_hat, axes, gamma, True if has_beta else None)
+    return dx, dgamma, dbeta
+
+
+def masked_batch_norm_eval(
+    x: Array,
+    mask: Array,
+    running_mean: Array,
+    running_var: Array,
+    gamma: Array | None = None,
+    beta: Array | None = None,
+    eps: float = 1e-5,
+) -> Array:
+    """Masked BatchNorm, inference: :func:`batch_norm_eval` at valid positions, 0 elsewhere."""
+    return _valid(mask, x) * batch_norm_eval(x, running_mean, running_var, gamma, beta, eps)
+
+
+def masked_batch_norm_eval_backward(
+    g: Array,
+    x: Array,
+    mask: Array,
+    running_mean: Array,
+    running_var: Array,
+    gamma: Array | None = None,
+    eps: float = 1e-5,
+    has_beta: bool = True,
+):
+    """Backward of :func:`masked_batch_norm_eval`: :func:`batch_norm_eval_backward` of the
+    masked output gradient, ``dx`` zero at padded positions."""
+    m = _valid(mask, x)
+    dx, dgamma, dbeta = batch_norm_eval_backward(
+        m * g, x, running_mean, running_var, gamma, eps, has_beta
+    )
+    return m * dx, dgamma, dbeta
+
+
+def masked_instance_norm(
+    x: Array, mask: Array, gamma: Array | None = None, beta: Array | None = None, eps: float = 1e-5
+) -> Array:
+    """Masked InstanceNorm: every ``(n, c)`` plane normalized over its own valid positions."""
+    m = _valid(mask, x)
+    x_hat, _, _, _ = masked_normalize(x, m, tuple(range(2, x.ndim)), eps)
+    return m * _scale_shift(x_hat, gamma, beta, lambda v: _per_channel(v, x))
+
+
+def masked_instance_norm_backward(
+    g: Array,
+    x: Array,
+    mask: Array,
+    gamma: Array | None = None,
+    eps: float = 1e-5,
+    has_beta: bool = True,
+):
+    """Backward of :func:`masked_instance_norm`: ``(dx, dgamma, dbeta)``."""
+    m = _valid(mask, x)
+    axes = tuple(range(2, x.ndim))
+    x_hat, _, var, n = masked_normalize(x, m, axes, eps)
+    g = m * g
+    g_hat = g * _per_channel(gamma, x) if gamma is not None else g
+    dx = masked_normalize_backward(g_hat, x_hat, var, n, m, axes, eps)
+    dgamma, dbeta = _param_grads(g, x_hat, _channel_axes(x), gamma, True if has_beta else None)
+    return dx, dgamma, dbeta
+
+
+def masked_instance_norm_running_stats(
+    running_mean: Array, running_var: Array, x: Array, mask: Array, momentum: float = 0.1
+):
+    """InstanceNorm's running-statistics step with masks: towards the average, over the
+    samples with valid positions, of each instance's mean and unbiased variance
+    ``var_n * n_n / (n_n - 1)`` (``n_n`` the sample's valid positions). Returns the new
+    ``(running_mean, running_var)``."""
+    m = _valid(mask, x)
+    _, mean, var, n = masked_normalize(x, m, tuple(range(2, x.ndim)), 0.0)
+    mean, var, n = mean.reshape(x.shape[:2]), var.reshape(x.shape[:2]), n.reshape(x.shape[:2])
+    present = n[:, 0] > 0
+    unbiased = var[present] * n[present] / (n[present] - 1)
+    new_mean = (1 - momentum) * running_mean + momentum * mean[present].mean(axis=0)
+    new_var = (1 - momentum) * running_var + momentum * unbiased.mean(axis=0)
+    return new_mean, new_var
+
+
+def masked_group_norm(
+    x: Array,
+    mask: Array,
+    num_groups: int,
+    gamma: Array | None = None,
+    beta: Array | None = None,
+    eps: float = 1e-5,
+) -> Array:
+    """Masked GroupNorm: each sample's group of ``C / G`` channels normalized over its valid
+    positions (``n = C / G * valid positions of the sample``)."""
+    grouped, m = _masked_groups(x, mask, num_groups)
+    x_hat, _, _, _ = masked_normalize(grouped, m, _group_axes(grouped), eps)
+    y = _scale_shift(x_hat.reshape(x.shape), gamma, beta, lambda v: _per_channel(v, x))
+    return _valid(mask, x) * y
+
+
+def masked_group_norm_backward(
+    g: Array,
+    x: Array,
+    mask: Array,
+    num_groups: int,
+    gamma: Array | None = None,
+    eps: float = 1e-5,
+    has_beta: bool = True,
+):
+    """Backward of :func:`masked_group_norm`: ``(dx, dgamma, dbeta)``."""
+    grouped, m = _masked_groups(x, mask, num_groups)
+    axes = _group_axes(grouped)
+    x_hat, _, var, n = masked_normalize(grouped, m, axes, eps)
+    g = _valid(mask, x) * g
+    g_hat = g * _per_channel(gamma, x) if gamma is not None else g
+    dx = masked_normalize_backward(g_hat.reshape(grouped.shape), x_hat, var, n, m, axes, eps)
+    dgamma, dbeta = _param_grads(
+        g, x_hat.reshape(x.shape), _channel_axes(x), gamma, True if has_beta else None
+    )
+    return dx.reshape(x.shape), dgamma, dbeta
+
+
+def _masked_groups(x: Array, mask: Array, num_groups: int):
+    """``x`` as ``(N, G, C / G, *spatial)`` and the mask as ``(N, 1, 1, *spatial)`` 0/1 values."""
+    n, c = x.shape[:2]
+    grouped = x.reshape(n, num_groups, c // num_groups, *x.shape[2:])
+    m = np.asarray(mask, dtype=bool).reshape(n, 1, 1, *x.shape[2:]).astype(x.dtype)
+    return grouped, m
+
+
+def _group_axes(grouped: Array) -> tuple[int, ...]:
+    return tuple(range(2, grouped.ndim))

@@ -36,6 +36,27 @@ def global_batches(config: dict[str, Any]) -> list[tuple[torch.Tensor, torch.Ten
     return out
 
 
+def global_masks(config: dict[str, Any]) -> list[torch.Tensor] | None:
+    """Per step (the eval step included), the bool mask of the concatenated batch: prefix
+    masks from ``lengths`` (one per sample, over the last dim) or random ``holes`` (the
+    fraction of valid positions); None for an unmasked config."""
+    if "lengths" not in config and "holes" not in config:
+        return None
+    total = sum(config["sizes"])
+    spatial = tuple(config["shape"][1:])
+    gen = torch.Generator().manual_seed(100 + config.get("seed", 0))
+    masks = []
+    for _ in range(config.get("steps", 3) + 1):
+        if "lengths" in config:
+            lengths = torch.tensor(config["lengths"])
+            rows = torch.arange(spatial[-1]) < lengths[:, None]
+            shape = (total, *(1,) * (len(spatial) - 1), spatial[-1])
+            masks.append(rows.reshape(shape).expand(total, *spatial).contiguous())
+        else:
+            masks.append(torch.rand((total, *spatial), generator=gen) < config["holes"])
+    return masks
+
+
 def local_slice(t: torch.Tensor, rank: int, sizes: list[int]) -> torch.Tensor:
     start = sum(sizes[:rank])
     return t[start : start + sizes[rank]]
@@ -105,11 +126,15 @@ def _parity(rank: int, world: int, config: dict[str, Any]) -> dict[str, Any]:
         layer = torch.compile(layer, fullgraph=config.get("fullgraph", False))
     records = []
     batches = global_batches(config)
-    for x_full, g_full in batches[:-1]:
+    masks = global_masks(config)
+    for step, (x_full, g_full) in enumerate(batches[:-1]):
         x = to_layout(local_slice(x_full, rank, config["sizes"]), config.get("layout", ""))
         x = x.clone().requires_grad_(True)
         grad = local_slice(g_full, rank, config["sizes"])
-        y = layer(x)
+        if masks is None:
+            y = layer(x)
+        else:
+            y = layer(x, mask=local_slice(masks[step], rank, config["sizes"]))
         record = {"y": _numpy(y), "layout_kept": y.stride() == x.stride() or y.numel() == 0}
         if config.get("double_backward"):
             (dx,) = torch.autograd.grad(y, x, grad, create_graph=True)
@@ -128,9 +153,13 @@ def _parity(rank: int, world: int, config: dict[str, Any]) -> dict[str, Any]:
             record[name] = None if buf is None else _numpy(buf.to(torch.float64))
         records.append(record)
     layer.eval()
-    x_eval = local_slice(batches[-1][0], rank, config["sizes"])
+    x_eval = to_layout(local_slice(batches[-1][0], rank, config["sizes"]), config.get("layout", ""))
     with torch.no_grad():
-        records.append({"y": _numpy(layer(to_layout(x_eval, config.get("layout", ""))))})
+        if masks is None:
+            records.append({"y": _numpy(layer(x_eval))})
+        else:
+            mask = local_slice(masks[-1], rank, config["sizes"])
+            records.append({"y": _numpy(layer(x_eval, mask=mask))})
     return records
 
 
@@ -144,6 +173,25 @@ def _bad_count(rank: int, world: int, config: dict[str, Any]) -> Any:
         layer(x)
     except ValueError as exc:
         return f"{type(exc).__name__}: {exc}"
+    return "no error"
+
+
+def _bad_valid_count(rank: int, world: int, config: dict[str, Any]) -> Any:
+    """One valid value per channel across all processes (rank 1 has samples but no valid
+    position): every rank must raise the same error and keep its running statistics."""
+    import normkit as nk
+
+    layer = nk.nn.SyncBatchNorm(3)
+    before = {k: v.clone() for k, v in layer.state_dict().items()}
+    x = torch.randn(2, 3, 4)
+    mask = torch.zeros(2, 4, dtype=torch.bool)
+    if rank == 0:
+        mask[0, 0] = True
+    try:
+        layer(x, mask=mask)
+    except ValueError as exc:
+        unchanged = all(torch.equal(v, before[k]) for k, v in layer.state_dict().items())
+        return f"{type(exc).__name__}: {exc}; unchanged={unchanged}"
     return "no error"
 
 
@@ -202,6 +250,7 @@ SCENARIOS = {
     "parity": _parity,
     "parity_cases": _parity_cases,
     "bad_count": _bad_count,
+    "bad_valid_count": _bad_valid_count,
     "dead_peer": _dead_peer,
     "hung_peer": _hung_peer,
     "ddp_train": _ddp_train,

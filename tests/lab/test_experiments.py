@@ -30,6 +30,7 @@ def test_registry_lists_every_experiment():
         "affine",
         "inference-stats",
         "dropout",
+        "sequence",
     ]
     with pytest.raises(LabError, match="did you mean 'eval-gap'"):
         registry.get("evalgap")
@@ -178,6 +179,7 @@ def test_all_smoke_writes_one_combined_report(tmp_path):
         "affine.png",
         "inference_stats.png",
         "dropout.png",
+        "sequence.png",
     ]
     parsed = check_report(tmp_path / "report.html", figures)
     assert len(parsed.images) == len(figures)

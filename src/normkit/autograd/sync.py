@@ -152,18 +152,29 @@ class _AllReduceSum(torch.autograd.Function):
         return _AllReduceSum.apply(grad, ctx.group_name), None
 
 
-def differentiable_global_stats(x: Tensor, group_name: str) -> tuple[Tensor, Tensor]:
+def differentiable_global_stats(
+    x: Tensor, group_name: str, mask: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Global ``(mean, var)`` of ``x (N, C, *)`` as differentiable functions of every
-    process's ``x`` (two-pass: the global mean, then the centered sum of squares). Used by
-    double backward only; every process must call it."""
+    process's ``x`` (two-pass: the global mean, then the centered sum of squares); with a
+    bool ``mask (N, *)``, of the valid positions only. Used by double backward only; every
+    process must call it."""
     acc = accumulation_dtype(x.dtype)
     xa = x.to(acc)
     dims = (0, *range(2, x.dim()))
-    count = x.numel() // x.shape[1] if x.shape[1] else 0
-    local = torch.cat([xa.sum(dim=dims), xa.new_full((1,), float(count))])
+    if mask is None:
+        count = x.numel() // x.shape[1] if x.shape[1] else 0
+        local = torch.cat([xa.sum(dim=dims), xa.new_full((1,), float(count))])
+    else:
+        valid = mask.unsqueeze(1)
+        count = mask.sum(dtype=acc).reshape(1)
+        local = torch.cat([torch.where(valid, xa, 0.0).sum(dim=dims), count])
     total = _AllReduceSum.apply(local, group_name)
     n = total[-1].detach()
     mean = total[:-1] / n
-    m2 = (xa - mean.reshape(-1, *(1,) * (x.dim() - 2))).square().sum(dim=dims)
+    centered = xa - mean.reshape(-1, *(1,) * (x.dim() - 2))
+    if mask is not None:
+        centered = torch.where(valid, centered, 0.0)
+    m2 = centered.square().sum(dim=dims)
     var = _AllReduceSum.apply(m2, group_name) / n
     return mean, var

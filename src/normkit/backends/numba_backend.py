@@ -18,6 +18,7 @@ from normkit.backends import (
     numba_batch_norm,
     numba_channel_norm,
     numba_group_norm,
+    numba_masked,
     numba_row_norm,
     register_backend,
 )
@@ -42,6 +43,7 @@ OPS = {
     "bn_backward_reduce": numba_batch_norm.bn_backward_reduce,
     "bn_backward_elemt": numba_batch_norm.bn_backward_elemt,
     **numba_batch_free.OPS,
+    **numba_masked.OPS,
 }
 
 register_backend("numba", supports, OPS)

@@ -28,7 +28,8 @@ result is a fresh tensor of that shape, in the memory format torch would return.
 
 All are differentiable through torch's autograd, to any order. The BatchNorm variants'
 primitives (``bn_stats``, ``bn_elemt``, ``bn_backward_reduce``, ``bn_backward_elemt``) are
-the composite ones of :mod:`normkit.backends.torch_ops`.
+the composite ones of :mod:`normkit.backends.torch_ops`; the masked ops (statistics from
+the valid positions of a padded batch) are in :mod:`normkit.backends.torch_masked`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import torch
 from torch import Tensor
 
 from normkit._shared import per_channel_format
-from normkit.backends import register_backend, torch_batch_free, torch_ops
+from normkit.backends import register_backend, torch_batch_free, torch_masked, torch_ops
 from normkit.backends.running import commit_running_stats
 from normkit.backends.torch_ops import activation
 
@@ -163,6 +164,7 @@ OPS = {
     "bn_backward_reduce": torch_ops.batch_norm_backward_reduce,
     "bn_backward_elemt": torch_ops.batch_norm_backward_elemt,
     **torch_batch_free.OPS,
+    **torch_masked.OPS,
 }
 
 

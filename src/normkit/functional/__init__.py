@@ -2,7 +2,8 @@
 
 Forward and backward are normkit's own (see :mod:`normkit.backends`), wired into autograd
 and ``torch.compile``. Each function also takes keyword-only ``backend=`` (force a backend)
-and ``name=`` (the name used in error messages).
+and ``name=`` (the name used in error messages); the per-channel and group ones take
+``mask=`` (a padded batch's valid positions; see :mod:`normkit.functional.masked`).
 """
 
 from normkit.functional._running import NonFiniteStatisticsWarning, update_running_stats
@@ -21,6 +22,7 @@ from normkit.functional.frozen_batch_norm import frozen_batch_norm
 from normkit.functional.ghost_batch_norm import ghost_batch_norm
 from normkit.functional.group_norm import group_norm
 from normkit.functional.layer_norm import layer_norm, layer_norm_2d, rms_norm
+from normkit.functional.masked import lengths_to_mask
 from normkit.functional.sync_batch_norm import sync_batch_norm
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "instance_norm",
     "layer_norm",
     "layer_norm_2d",
+    "lengths_to_mask",
     "rms_norm",
     "rms_norm2d",
     "sync_batch_norm",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor
 
 from normkit._shared import ACTIVATIONS
@@ -308,10 +309,98 @@ def check_group_member(process_group: object, name: str) -> None:
         )
 
 
-def check_sync_count(count: int, world_size: int, input_shape: Sequence[int], name: str) -> None:
+def check_sync_count(
+    count: int, world_size: int, input_shape: Sequence[int], name: str, what: str = "value"
+) -> None:
+    """``what``: "value", or "valid value" for a masked batch."""
     if count <= 1:
         raise NormInputError(
-            f"{name}: Expected more than 1 value per channel when training, got {count} "
+            f"{name}: Expected more than 1 {what} per channel when training, got {count} "
             f"across the {world_size} processes of the group (local input size "
             f"{shape_str(input_shape)})"
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# Masks (masked normalization over padded batches).
+
+
+def mask_shape(input: Tensor) -> tuple[int, ...]:
+    """The mask shape an input ``(N, C, *spatial)`` takes: ``(N, *spatial)``."""
+    return (int(input.shape[0]), *(int(s) for s in input.shape[2:]))
+
+
+def check_mask(input: Tensor, mask: object, name: str) -> None:
+    """``mask`` is a bool tensor of shape ``(N, *spatial)`` on the input's device."""
+    expected = mask_shape(input)
+    if not isinstance(mask, Tensor):
+        raise NormDTypeError(
+            f"{name}: expected mask to be a bool tensor of size {shape_str(expected)} "
+            f"(True = valid position), got {type(mask).__name__}"
+        )
+    if mask.dtype is not torch.bool:
+        raise NormDTypeError(
+            f"{name}: expected a bool mask (True = valid position), got mask of dtype "
+            f"{mask.dtype}; pass mask.bool(), or build one with "
+            "normkit.functional.lengths_to_mask(lengths, max_len)"
+        )
+    if tuple(mask.shape) != expected:
+        raise NormInputError(
+            f"{name}: expected mask of size {shape_str(expected)} (the input's size without "
+            f"the channel dim 1), got mask of size {shape_str(mask.shape)} for input of size "
+            f"{shape_str(input.shape)}"
+        )
+    if mask.device != input.device:
+        raise NormInputError(
+            f"{name}: expected mask on the input's device {input.device}, got mask on {mask.device}"
+        )
+
+
+def check_valid_count(count: float, mask_size: Sequence[int], name: str) -> None:
+    """Training statistics need more than one valid value per channel."""
+    if count == 0:
+        raise NormInputError(
+            f"{name}: the mask has no valid position (all False, mask of size "
+            f"{shape_str(mask_size)}); expected more than 1 valid value per channel when "
+            "training"
+        )
+    if count <= 1:
+        raise NormInputError(
+            f"{name}: Expected more than 1 valid value per channel when training, got "
+            f"{int(count)} (mask of size {shape_str(mask_size)} with {int(count)} True)"
+        )
+
+
+def check_valid_counts_per_sample(
+    counts: Sequence[float], mask_size: Sequence[int], name: str
+) -> None:
+    """InstanceNorm's statistics are each sample's own: a sample with valid positions needs
+    more than one of them, and the batch needs at least one such sample."""
+    if not any(c > 0 for c in counts):
+        raise NormInputError(
+            f"{name}: the mask has no valid position (all False, mask of size "
+            f"{shape_str(mask_size)}); expected more than 1 valid position per sample when "
+            "normalizing with instance statistics"
+        )
+    for i, c in enumerate(counts):
+        if c == 1:
+            raise NormInputError(
+                f"{name}: Expected more than 1 valid position per sample when normalizing "
+                f"with instance statistics, got 1 in sample {i} (mask of size "
+                f"{shape_str(mask_size)}); samples with no valid position are allowed"
+            )
+
+
+def check_lengths(lengths: Tensor, max_len: int, name: str) -> None:
+    if lengths.dim() != 1 or lengths.is_floating_point() or lengths.is_complex():
+        raise NormInputError(
+            f"{name}: expected lengths as a 1-D tensor or sequence of integers, got "
+            f"{lengths.dtype} of size {shape_str(lengths.shape)}"
+        )
+    if not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 0:
+        raise NormInputError(f"{name}: max_len must be a non-negative integer, got {max_len!r}")
+    if lengths.numel() and (int(lengths.min()) < 0 or int(lengths.max()) > max_len):
+        raise NormInputError(
+            f"{name}: expected lengths in [0, max_len={max_len}], got lengths from "
+            f"{int(lengths.min())} to {int(lengths.max())}"
         )

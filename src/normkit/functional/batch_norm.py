@@ -6,6 +6,7 @@ from torch import Tensor
 
 from normkit.backends import select
 from normkit.functional import _validate as v
+from normkit.functional.masked import normalize_instances_masked, normalize_per_channel_masked
 
 
 def batch_norm(
@@ -18,6 +19,7 @@ def batch_norm(
     momentum: float | None = 0.1,
     eps: float = 1e-5,
     *,
+    mask: Tensor | None = None,
     num_batches_tracked: Tensor | None = None,
     backend: str | None = None,
     name: str = "batch_norm",
@@ -41,6 +43,11 @@ def batch_norm(
         momentum: update factor. ``None`` gives the cumulative average and needs
             ``num_batches_tracked``. Default: 0.1
         eps: added to the variance. Default: 1e-5
+        mask: bool ``(N, *)`` tensor, True at valid positions of a padded batch (normkit
+            extension): statistics from the valid positions only, counted with the number
+            of valid values ``n`` in the running update; padded positions output 0 and get
+            0 gradient. The result equals BatchNorm over the valid frames gathered into one
+            ``(n, C)`` batch. Default: None (every position is valid)
         num_batches_tracked: 0-d long buffer counting updates (normkit extension).
         backend: force a backend (``"torch"``, ``"numba"``); default automatic.
         name: layer name used in error messages and warnings.
@@ -56,7 +63,7 @@ def batch_norm(
     )
     return normalize_per_channel(
         input, running_mean, running_var, weight, bias, training, momentum, eps,
-        num_batches_tracked, backend, name,
+        num_batches_tracked, backend, name, mask=mask,
     )  # fmt: skip
 
 
@@ -74,9 +81,16 @@ def normalize_per_channel(
     name: str,
     act: str = "identity",
     negative_slope: float = 0.01,
+    mask: Tensor | None = None,
 ) -> Tensor:
     """BatchNorm (optionally followed by ``act``) on arguments whose shapes are validated:
-    the checks that depend on the mode, then straight to the backend. Layers call this."""
+    the checks that depend on the mode, then straight to the backend. Layers call this.
+    With ``mask``, the masked core (:mod:`normkit.functional.masked`)."""
+    if mask is not None:
+        return normalize_per_channel_masked(
+            input, mask, running_mean, running_var, weight, bias, training, momentum, eps,
+            num_batches_tracked, backend, name, act, negative_slope,
+        )  # fmt: skip
     if training:
         v.check_more_than_one_value_per_channel(input, name)
         v.check_cumulative_average(momentum, running_mean, running_var, num_batches_tracked, name)
@@ -100,6 +114,7 @@ def instance_norm(
     momentum: float = 0.1,
     eps: float = 1e-5,
     *,
+    mask: Tensor | None = None,
     backend: str | None = None,
     name: str = "instance_norm",
 ) -> Tensor:
@@ -117,6 +132,12 @@ def instance_norm(
 
     Equivalence: ``instance_norm(x) == group_norm(x, num_groups=C)``.
 
+    ``mask`` (keyword, normkit extension): bool ``(N, *)``, True at valid positions; each
+    plane is normalized over its own valid positions (a sample with valid positions needs
+    more than one), padded positions output 0; the running statistics move towards the
+    average, over the samples with valid positions, of the per-plane mean and unbiased
+    variance.
+
     Shape: ``(N, C, *)`` with at least one spatial dim; output the same (contiguous, as
     torch's).
     """
@@ -125,7 +146,7 @@ def instance_norm(
     )
     return normalize_instances(
         input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps, backend,
-        name,
+        name, mask,
     )  # fmt: skip
 
 
@@ -140,8 +161,14 @@ def normalize_instances(
     eps: float,
     backend: str | None,
     name: str,
+    mask: Tensor | None = None,
 ) -> Tensor:
     """InstanceNorm on arguments whose shapes are validated (what the layers call)."""
+    if mask is not None:
+        return normalize_instances_masked(
+            input, mask, running_mean, running_var, weight, bias, use_input_stats, momentum,
+            eps, backend, name,
+        )  # fmt: skip
     if not use_input_stats:
         v.check_running_stats_for_eval(running_mean, running_var, name)
         x = input.contiguous()  # torch's instance norm returns contiguous outputs

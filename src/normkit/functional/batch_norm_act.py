@@ -20,6 +20,7 @@ def batch_norm_act(
     act: str = "relu",
     negative_slope: float = 0.01,
     *,
+    mask: Tensor | None = None,
     num_batches_tracked: Tensor | None = None,
     backend: str | None = None,
     name: str = "batch_norm_act",
@@ -34,7 +35,8 @@ def batch_norm_act(
     ``act``: ``"relu"``, ``"leaky_relu"`` (``negative_slope``), ``"silu"``, ``"gelu"``
     (exact, erf-based, like ``torch.nn.GELU()``), ``"relu6"``, ``"hardswish"`` or
     ``"identity"``. Statistics, running
-    update and ``training`` semantics are :func:`~normkit.functional.batch_norm`'s.
+    update and ``training`` semantics are :func:`~normkit.functional.batch_norm`'s, ``mask``
+    (a padded batch's valid positions; padded positions output 0) included.
 
     Shape: ``(N, C, *)``, output the same.
     """
@@ -44,5 +46,5 @@ def batch_norm_act(
     v.check_activation(act, negative_slope, name)
     return normalize_per_channel(
         input, running_mean, running_var, weight, bias, training, momentum, eps,
-        num_batches_tracked, backend, name, act, negative_slope,
+        num_batches_tracked, backend, name, act, negative_slope, mask,
     )  # fmt: skip

@@ -6,9 +6,12 @@ import torch
 from torch import Tensor
 
 from normkit.autograd.batch_norm_variants import batch_stats, bn_apply
+from normkit.autograd.masked_variants import masked_batch_stats, masked_bn_apply
+from normkit.backends.torch_masked import masked_running_stats_update
 from normkit.functional import _validate as v
 from normkit.functional._running import update_running_stats
 from normkit.functional.batch_norm import batch_norm
+from normkit.functional.masked import valid_count
 
 Limit = float | Tensor
 
@@ -123,6 +126,7 @@ def batch_renorm(
     rmax: Limit = 3.0,
     dmax: Limit = 5.0,
     *,
+    mask: Tensor | None = None,
     num_batches_tracked: Tensor | None = None,
     backend: str | None = None,
     name: str = "batch_renorm",
@@ -151,6 +155,9 @@ def batch_renorm(
         eps: added to the variances.
         rmax, dmax: clipping limits (floats, or 0-d tensors from a schedule).
         num_batches_tracked: 0-d long buffer counting updates.
+        mask: bool ``(N, *)``, True at valid positions of a padded batch (keyword): batch
+            statistics, ``r``/``d`` and the running update from the valid positions only
+            (count ``n`` valid values), padded positions output 0.
 
     Departure from the paper: the paper keeps a moving average of :math:`\sigma`; here the
     running variance follows BatchNorm's rule and :math:`\sigma = \sqrt{\mathrm{running\_var}
@@ -163,7 +170,7 @@ def batch_renorm(
         v.check_renorm_limits(rmax, dmax, name)
     if not training:
         return batch_norm(
-            input, running_mean, running_var, weight, bias, False, momentum, eps,
+            input, running_mean, running_var, weight, bias, False, momentum, eps, mask=mask,
             backend=backend, name=name,
         )  # fmt: skip
     v.check_running_stats_for_renorm(running_mean, running_var, name)
@@ -171,8 +178,13 @@ def batch_renorm(
         # r = 1 and d = 0 whatever the batch: the layer is BatchNorm, bit for bit, on every
         # backend (the backends' fused BatchNorm may round differently from stats + elemt).
         return batch_norm(
-            input, running_mean, running_var, weight, bias, True, momentum, eps,
+            input, running_mean, running_var, weight, bias, True, momentum, eps, mask=mask,
             num_batches_tracked=num_batches_tracked, backend=backend, name=name,
+        )  # fmt: skip
+    if mask is not None:
+        return _masked_training(
+            input, mask, running_mean, running_var, weight, bias, momentum, eps, rmax, dmax,
+            num_batches_tracked, backend, name,
         )  # fmt: skip
     v.check_more_than_one_value_per_channel(input, name)
     mean, var = batch_stats(input, backend)
@@ -183,5 +195,35 @@ def batch_renorm(
     count = input.numel() // input.shape[1]
     update_running_stats(
         running_mean, running_var, mean, var, count, momentum, num_batches_tracked, name
+    )
+    return y
+
+
+def _masked_training(
+    input: Tensor,
+    mask: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    momentum: float | None,
+    eps: float,
+    rmax: Limit,
+    dmax: Limit,
+    num_batches_tracked: Tensor | None,
+    backend: str | None,
+    name: str,
+) -> Tensor:
+    """Batch renorm's training step over the valid positions of a padded batch."""
+    v.check_mask(input, mask, name)
+    v.check_cumulative_average(momentum, running_mean, running_var, num_batches_tracked, name)
+    count = valid_count(mask, name)
+    mean, var = masked_batch_stats(input, mask, count, backend)
+    invstd = torch.rsqrt(var + eps)
+    r, d = renorm_correction(mean, var, running_mean, running_var, eps, rmax, dmax)
+    w, b = fold_correction(weight, bias, r, d)
+    y = masked_bn_apply(input, mask, count, mean, invstd, w, b, eps, backend=backend)
+    masked_running_stats_update(
+        running_mean, running_var, num_batches_tracked, mean, var, count, momentum, name
     )
     return y

@@ -6,6 +6,7 @@ from torch import Tensor
 
 from normkit.backends import select
 from normkit.functional import _validate as v
+from normkit.functional.masked import normalize_groups_masked
 
 
 def group_norm(
@@ -15,6 +16,7 @@ def group_norm(
     bias: Tensor | None = None,
     eps: float = 1e-5,
     *,
+    mask: Tensor | None = None,
     backend: str | None = None,
     name: str = "group_norm",
 ) -> Tensor:
@@ -31,6 +33,10 @@ def group_norm(
     Equivalences: ``group_norm(x, 1)`` is layer norm over ``(C, *)`` with per-channel
     affine; ``group_norm(x, C)`` is instance norm. Independent of the batch size.
 
+    ``mask`` (keyword, normkit extension): bool ``(N, *)``, True at valid positions; each
+    ``(n, group)`` is normalized over its channels at the sample's valid positions, padded
+    positions output 0 (a sample without valid positions outputs zeros).
+
     Shape: ``(N, C, *)``; output the same.
     """
     v.check_floating(input, name)
@@ -40,7 +46,7 @@ def group_norm(
     v.check_vector(weight, channels, "weight", name)
     v.check_vector(bias, channels, "bias", name)
     v.check_eps(eps, False, name)
-    return normalize_groups(input, num_groups, weight, bias, eps, backend, name)
+    return normalize_groups(input, num_groups, weight, bias, eps, backend, name, mask)
 
 
 def normalize_groups(
@@ -51,7 +57,10 @@ def normalize_groups(
     eps: float,
     backend: str | None,
     name: str,
+    mask: Tensor | None = None,
 ) -> Tensor:
     """GroupNorm on validated parameters (what the layers call)."""
+    if mask is not None:
+        return normalize_groups_masked(input, mask, num_groups, weight, bias, eps, backend, name)
     v.check_group_norm_size(input, num_groups, name)
     return select("group_norm", input, backend)(input, num_groups, weight, bias, eps)

@@ -8,6 +8,7 @@ from torch import Tensor
 
 from normkit.autograd import sync
 from normkit.autograd.batch_norm_variants import batch_stats, bn_apply
+from normkit.autograd.masked_variants import masked_batch_stats, masked_bn_apply
 from normkit.backends._ops import define
 from normkit.functional import _validate as v
 from normkit.functional._running import update_running_stats
@@ -32,6 +33,7 @@ def sync_batch_norm(
     eps: float = 1e-5,
     process_group: dist.ProcessGroup | None = None,
     *,
+    mask: Tensor | None = None,
     num_batches_tracked: Tensor | None = None,
     backend: str | None = None,
     name: str = "sync_batch_norm",
@@ -55,13 +57,18 @@ def sync_batch_norm(
     Without synchronization to do (not training, torch.distributed not initialised, or a
     group of one process) this is exactly :func:`~normkit.functional.batch_norm`.
 
+    ``mask`` (keyword): bool ``(N, *)``, True at valid positions of a padded batch. Each
+    process contributes the ``(count, mean, M2)`` of its valid positions (a process with
+    none contributes nothing), the backward sums run over valid positions, and padded
+    positions output 0: the result is masked BatchNorm on the concatenated batch.
+
     Every process of the group must call this the same number of times, in the same order
     (and run backward, when training with gradients).
     """
     v.check_process_group(process_group, name)
     if not training or not needs_sync(process_group):
         return batch_norm(
-            input, running_mean, running_var, weight, bias, training, momentum, eps,
+            input, running_mean, running_var, weight, bias, training, momentum, eps, mask=mask,
             num_batches_tracked=num_batches_tracked, backend=backend, name=name,
         )  # fmt: skip
     v.check_per_channel_arguments(
@@ -70,6 +77,18 @@ def sync_batch_norm(
     v.check_group_member(process_group, name)
     group_name = sync.group_name_of(process_group)
     world_size = dist.get_world_size(process_group)
+    if mask is not None:
+        v.check_mask(input, mask, name)
+        local_count = mask.sum(dtype=torch.float64)  # 0 allowed: the shard has no weight
+        local_mean, local_var = masked_batch_stats(input, mask, local_count, backend)
+        mean, var = _masked_global_stats_op(
+            local_mean, local_var, local_count, group_name, world_size, running_mean,
+            running_var, num_batches_tracked, momentum, list(input.shape), name,
+        )  # fmt: skip
+        return masked_bn_apply(
+            input, mask, local_count, mean, torch.rsqrt(var + eps), weight, bias, eps,
+            group_name=group_name, backend=backend,
+        )  # fmt: skip
     local_mean, local_var = batch_stats(input, backend)
     mean, var = _global_stats_op(
         local_mean, local_var, input.numel() // input.shape[1], group_name, world_size,
@@ -93,11 +112,12 @@ def _global_stats(
     momentum: float | None,
     input_shape: list[int],
     name: str,
+    what: str = "value",
 ) -> tuple[Tensor, Tensor]:
     """Merge the statistics over the group (one all_gather), check the global count and
     update the running statistics; returns the global ``(mean, var)``."""
     mean, var, count = sync.gather_stats(local_mean, local_var, local_count, group_name)
-    v.check_sync_count(count, world_size, input_shape, name)
+    v.check_sync_count(count, world_size, input_shape, name, what)
     if running_mean is not None or running_var is not None:
         update_running_stats(
             running_mean, running_var, mean, var, count, momentum, num_batches_tracked, name
@@ -128,6 +148,29 @@ _global_stats_op = define(
     "Tensor(c!)? num_batches_tracked, float? momentum, int[] input_shape, str name) "
     "-> (Tensor, Tensor)",
     _global_stats_impl,
+    _global_stats_fake,
+    "CompositeExplicitAutograd",
+)
+
+
+def _masked_global_stats_impl(
+    local_mean, local_var, local_count, group_name, world_size, running_mean, running_var,
+    num_batches_tracked, momentum, input_shape, name,
+):  # fmt: skip
+    mean, var = _global_stats(
+        local_mean, local_var, round(float(local_count)), group_name, world_size, running_mean,
+        running_var, num_batches_tracked, momentum, input_shape, name, "valid value",
+    )  # fmt: skip
+    return mean.clone(), var.clone()
+
+
+# The masked form: the local count is a tensor (the mask's sum), read inside the op.
+_masked_global_stats_op = define(
+    "sync_batch_norm_masked_global_stats(Tensor local_mean, Tensor local_var, "
+    "Tensor local_count, str group_name, int world_size, Tensor(a!)? running_mean, "
+    "Tensor(b!)? running_var, Tensor(c!)? num_batches_tracked, float? momentum, "
+    "int[] input_shape, str name) -> (Tensor, Tensor)",
+    _masked_global_stats_impl,
     _global_stats_fake,
     "CompositeExplicitAutograd",
 )

@@ -9,7 +9,15 @@ compiles per (layout, dtype) on first use and is cached on disk; nothing compile
 
 from __future__ import annotations
 
-from normkit.kernels import batch_free, batch_norm, channel_norm, group_norm, row_norm, running
+from normkit.kernels import (
+    batch_free,
+    batch_norm,
+    channel_norm,
+    group_norm,
+    masked,
+    row_norm,
+    running,
+)
 from normkit.kernels._common import ACT_CODES
 from normkit.kernels._jit import Entry, cache_dir, launch_lock, set_threads, start_threads
 
@@ -30,6 +38,14 @@ KERNELS: dict[str, Entry] = {
     "cn_forward": channel_norm.cn_forward,
     "cn_backward": channel_norm.cn_backward,
     **batch_free.KERNELS,
+    "masked_bn_stats": masked.masked_bn_stats,
+    "masked_bn_elemt": masked.masked_bn_elemt,
+    "masked_bn_backward_reduce": masked.masked_bn_backward_reduce,
+    "masked_bn_backward_elemt": masked.masked_bn_backward_elemt,
+    "masked_bn_forward": masked.masked_bn_forward,
+    "masked_bn_backward": masked.masked_bn_backward,
+    "masked_gn_forward": masked.masked_gn_forward,
+    "masked_gn_backward": masked.masked_gn_backward,
 }
 
 __all__ = [

@@ -2,8 +2,8 @@
 
     normkit lab list                      the experiments and their defaults
     normkit lab ics [--steps N] [--seed S] [--lr LR] [--batch-size B] [--data D] [--out DIR]
-    normkit lab batch-size | lr | placement | eval-gap | affine | inference-stats | dropout
-                                          (same flags, plus their own)
+    normkit lab batch-size | lr | placement | eval-gap | affine | inference-stats | dropout |
+        sequence                          (same flags, plus their own)
     normkit lab all [--smoke] [--out DIR] every experiment and one combined report
     normkit lab report RUN_DIR            re-render report.html from a run directory
     --lang ko                             the report, plots and printed tables in Korean

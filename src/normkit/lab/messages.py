@@ -645,4 +645,119 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "MLP on {dataset}, {seeds} seeds",
         "ko": "{dataset} 데이터의 MLP, 시드 {seeds}개",
     },
+    # ------------------------------------------------------------------ sequence
+    "sequence.title": {
+        "en": "Padded sequences: BatchNorm with and without a mask",
+        "ko": "패딩된 시퀀스: 마스크를 쓰는 BatchNorm과 쓰지 않는 BatchNorm",
+    },
+    "sequence.bn": {"en": "plain BN", "ko": "일반 BN"},
+    "sequence.masked": {"en": "masked BN", "ko": "마스크 BN"},
+    "sequence.ln": {"en": "LayerNorm", "ko": "LayerNorm"},
+    "sequence.none": {"en": "no norm", "ko": "정규화 없음"},
+    "sequence.headline": {
+        "en": "with {extra} more padded frames per test batch, plain BN's train-mode accuracy "
+        "goes from {bn_from} to {bn_to} ({bn_agree} of its predictions unchanged) while masked "
+        "BN keeps {masked} ({masked_agree} unchanged); train/eval gap after training: plain BN "
+        "{bn_gap} points, masked BN {masked_gap}",
+        "ko": "테스트 배치마다 패딩 프레임을 {extra}개 더 붙이면 일반 BN의 train 모드 정확도는 "
+        "{bn_from}에서 {bn_to}로 바뀌고(예측의 {bn_agree}만 그대로), 마스크 BN은 {masked}를 "
+        "유지합니다(예측의 {masked_agree} 그대로). 학습이 끝난 뒤 train/eval 격차는 일반 BN "
+        "{bn_gap}%p, 마스크 BN {masked_gap}%p",
+    },
+    "sequence.col_variant": {"en": "normalization", "ko": "정규화"},
+    "sequence.col_eval": {"en": "eval-mode acc", "ko": "eval 모드 정확도"},
+    "sequence.col_train": {"en": "train-mode acc", "ko": "train 모드 정확도"},
+    "sequence.col_train_padded": {
+        "en": "train-mode acc, +{extra} frames",
+        "ko": "train 모드 정확도, 프레임 {extra}개 추가",
+    },
+    "sequence.col_agree": {
+        "en": "same prediction at +{extra} (train mode)",
+        "ko": "{extra}개 추가해도 같은 예측 (train 모드)",
+    },
+    "sequence.col_gap": {"en": "train − eval gap (points)", "ko": "train − eval 격차 (%p)"},
+    "sequence.caption": {
+        "en": "Test accuracy of the four networks when every test batch gets 0 to {extra} more "
+        "padded frames, (a) in eval mode and (b) in train mode; (c) train-mode minus eval-mode "
+        "test accuracy during training.",
+        "ko": "테스트 배치마다 패딩 프레임을 0~{extra}개 더 붙였을 때 네 네트워크의 테스트 "
+        "정확도. (a) eval 모드, (b) train 모드. (c) 학습 중 train 모드 정확도에서 eval 모드 "
+        "정확도를 뺀 값.",
+    },
+    "sequence.explanation": {
+        "en": "The test sequences and their batch-mates are the same at every point of (a) "
+        "and (b); only the amount of zero padding after them changes, so a line that is not "
+        "flat belongs to a network whose predictions depend on padding. Panel (b) uses each "
+        "test batch's own statistics, as training does: there plain BN's statistics fill up "
+        "with padded frames. Panel (c) shows how far the network that training optimized "
+        "(train mode) is from the one that is deployed (eval mode).",
+        "ko": "(a)와 (b)의 모든 점에서 테스트 시퀀스와 함께 배치된 시퀀스는 같고, 뒤에 붙는 "
+        "0 패딩의 양만 다릅니다. 그러니 선이 평평하지 않으면 그 네트워크의 예측이 패딩에 "
+        "따라 달라진다는 뜻입니다. (b)는 학습 때처럼 각 테스트 배치의 통계를 씁니다. 여기서 "
+        "일반 BN의 통계에는 패딩 프레임이 점점 더 많이 섞입니다. (c)는 학습이 최적화한 "
+        "네트워크(train 모드)와 실제로 쓰는 네트워크(eval 모드)가 얼마나 다른지 보여 줍니다.",
+    },
+    "sequence.note_shows": {
+        "en": "A plain BatchNorm counts padded frames in its statistics, so the same sequence "
+        "is normalized differently depending on how much padding its batch carries, and the "
+        "running statistics average over batches of varying padding. A masked BatchNorm "
+        "takes its statistics from the valid frames only: the network's predictions do not "
+        "depend on the padding at all.",
+        "ko": "일반 BatchNorm은 패딩 프레임까지 통계에 넣기 때문에, 같은 시퀀스라도 배치에 "
+        "패딩이 얼마나 있느냐에 따라 다르게 정규화되고 running 통계도 패딩 양이 제각각인 "
+        "배치들의 평균이 됩니다. 마스크 BatchNorm은 유효한 프레임만으로 통계를 내므로 "
+        "네트워크의 예측이 패딩과 전혀 상관없습니다.",
+    },
+    "sequence.note_model": {
+        "en": "Data: {data}; each sequence cropped once to a random window of {min_length} "
+        "frames or more, zero-padded. Model: 3 x [Conv1d(k={kernel}, dilation 1/2/4, "
+        "{channels} channels) -> norm -> ReLU -> padded frames set to 0] -> mean over the "
+        "valid frames -> Linear. LayerNorm normalizes the channels of each frame.",
+        "ko": "데이터: {data}. 시퀀스마다 {min_length}프레임 이상의 무작위 구간을 한 번 잘라 "
+        "내고 0으로 패딩했습니다. 모델: 3 x [Conv1d(k={kernel}, dilation 1/2/4, 채널 "
+        "{channels}개) -> 정규화 -> ReLU -> 패딩 프레임을 0으로] -> 유효 프레임 평균 -> "
+        "Linear. LayerNorm은 프레임마다 채널 방향으로 정규화합니다.",
+    },
+    "sequence.note_training": {
+        "en": "SGD lr {lr}, momentum {momentum}, cosine decay, batch {batch} padded to its "
+        "longest sequence, {steps} steps; the four networks start from the same convolution "
+        "weights and see the same batches.",
+        "ko": "SGD lr {lr}, 모멘텀 {momentum}, 코사인 감쇠, 배치 {batch}(배치에서 가장 긴 "
+        "시퀀스 길이에 맞춰 패딩), {steps}스텝. 네 네트워크는 같은 합성곱 가중치에서 출발해 "
+        "같은 배치를 봅니다.",
+    },
+    "sequence.note_agreement": {
+        "en": "Train mode: a copy of the network normalizes each test batch of {batch} with "
+        "that batch's statistics. The padding sweep uses the first {used} test sequences, in "
+        "the same batches of {batch} at every amount of padding; 'same prediction' is the "
+        "fraction of them whose predicted class with {extra} extra padded frames equals the "
+        "one without.",
+        "ko": "train 모드: 네트워크 사본이 테스트 예제 {batch}개씩 묶은 배치를 그 배치의 "
+        "통계로 정규화합니다. 패딩 비교에는 테스트 시퀀스 앞쪽 {used}개를 쓰며, 패딩 양이 "
+        "달라도 {batch}개씩 묶는 배치 구성은 같습니다. '같은 예측'은 이 가운데 패딩 "
+        "프레임을 {extra}개 더 붙였을 때의 예측 클래스가 붙이지 않았을 때와 같은 시퀀스의 "
+        "비율입니다.",
+    },
+    "sequence.panel_eval": {
+        "en": "(a) eval mode (running statistics)",
+        "ko": "(a) eval 모드 (running 통계)",
+    },
+    "sequence.panel_train": {
+        "en": "(b) train mode (batch statistics)",
+        "ko": "(b) train 모드 (배치 통계)",
+    },
+    "sequence.panel_gap": {"en": "(c) train/eval gap", "ko": "(c) train/eval 격차"},
+    "sequence.padding_axis": {
+        "en": "extra padded frames per test batch",
+        "ko": "테스트 배치에 더 붙인 패딩 프레임 수",
+    },
+    "sequence.gap_axis": {
+        "en": "train − eval test accuracy (points)",
+        "ko": "train − eval 테스트 정확도 (%p)",
+    },
+    "sequence.suptitle": {
+        "en": "1-D CNN on {dataset} sequences cropped to {low}-{high} frames and padded, "
+        "batch {batch}",
+        "ko": "{dataset} 시퀀스를 {low}~{high}프레임으로 잘라 패딩한 1-D CNN, 배치 {batch}",
+    },
 }

@@ -41,6 +41,10 @@ _DOC_TEMPLATE = r"""Batch renormalization over a {rank} input (`Ioffe 2017
     inference and state dicts identical to BatchNorm's). A batch with NaN/Inf statistics
     leaves them (and the schedule) untouched, with a ``RuntimeWarning``.
 
+    Padded batches: ``layer(x, mask=m)``, ``m`` bool ``(N, *spatial)`` (True = valid
+    position): batch statistics, ``r``, ``d`` and the running update from the valid
+    positions only; padded positions output 0 and get 0 gradient.
+
     Args:
         num_features: number of channels ``C``.
         eps: added to the variances. Default: 1e-5
@@ -63,8 +67,9 @@ _DOC_TEMPLATE = r"""Batch renormalization over a {rank} input (`Ioffe 2017
 """
 
 
-def batch_renorm_forward(layer: _BatchRenorm, input: Tensor) -> Tensor:
-    """The forward of the BatchRenorm layers (one FX node; see :mod:`normkit.nn._base`)."""
+def batch_renorm_forward(layer: _BatchRenorm, input: Tensor, mask: Tensor | None = None) -> Tensor:
+    """The forward of the BatchRenorm layers (one FX node; see :mod:`normkit.nn._base`);
+    ``mask``: a padded batch's valid positions."""
     name = layer._check_input(input)
     rmax, dmax = layer.rmax, layer.dmax
     if layer.training:
@@ -82,6 +87,7 @@ def batch_renorm_forward(layer: _BatchRenorm, input: Tensor) -> Tensor:
         layer.eps,
         rmax,
         dmax,
+        mask=mask,
         num_batches_tracked=layer.num_batches_tracked if layer.training else None,
         name=name,
     )
@@ -123,8 +129,8 @@ class _BatchRenorm(PerChannelLayer):
         """``(rmax, dmax)`` the next training step will use."""
         return renorm_limits(int(self.num_batches_tracked), self.rmax, self.dmax, self.warmup_steps)
 
-    def forward(self, input: Tensor) -> Tensor:
-        return batch_renorm_forward(self, input)
+    def forward(self, input: Tensor, mask: Tensor | None = None) -> Tensor:
+        return batch_renorm_forward(self, input, mask)
 
     def extra_repr(self) -> str:
         return (

@@ -8,7 +8,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
 
+from normkit.functional import _validate as v
 from normkit.functional.batch_norm import normalize_per_channel
 from normkit.nn._base import PerChannelLayer, check_per_channel_args
 
@@ -39,7 +41,14 @@ _DOC_TEMPLATE = r"""Batch normalization over a {rank} input (`Ioffe & Szegedy 20
         bias: learn beta (only with ``affine``). Default: True
 
     Shape:
-        Input and output: {shapes}.
+        Input and output: {shapes}.{packed}
+
+    Padded batches: ``layer(x, mask=m)`` with a bool ``m`` of shape ``(N, *spatial)`` (x's
+    shape without ``C``; True = valid position) takes the statistics from the valid
+    positions only and updates the running ones with the valid count ``n``; padded
+    positions output exactly 0 and receive 0 gradient. The result equals BatchNorm over the
+    valid frames gathered into one ``(n, C)`` batch (``nk.functional.lengths_to_mask``
+    builds ``m`` from lengths). Evaluation uses the running statistics, padded outputs 0.
 
     Parameters: 2C trainable (gamma, beta) and 2C non-trainable values (running mean and
     variance) plus the ``num_batches_tracked`` counter, the same state_dict keys as torch.
@@ -57,15 +66,39 @@ _DOC_TEMPLATE = r"""Batch normalization over a {rank} input (`Ioffe & Szegedy 20
 """
 
 
-def batch_norm_forward(layer: PerChannelLayer, input: Tensor) -> Tensor:
+def batch_norm_forward(
+    layer: PerChannelLayer, input: Tensor | PackedSequence, mask: Tensor | None = None
+) -> Tensor | PackedSequence:
     """The forward of every normkit BatchNorm layer: input check, torch's statistics policy,
-    then the functional core (FX records this call as one node; see :mod:`normkit.nn._base`)."""
+    then the functional core (FX records this call as one node; see :mod:`normkit.nn._base`).
+    ``mask``: a padded batch's valid positions; a PackedSequence (BatchNorm1d) is normalized
+    over its data, which holds the valid frames only."""
+    if isinstance(input, PackedSequence):
+        return _packed_forward(layer, input, mask)
     name = layer._check_input(input)
     running_mean, running_var, training, num_batches_tracked = layer._batch_norm_state()
     return normalize_per_channel(
         input, running_mean, running_var, layer.weight, layer.bias, training, layer.momentum,
-        layer.eps, num_batches_tracked, None, name,
+        layer.eps, num_batches_tracked, None, name, mask=mask,
     )  # fmt: skip
+
+
+def _packed_forward(
+    layer: PerChannelLayer, input: PackedSequence, mask: Tensor | None
+) -> PackedSequence:
+    name = layer._layer_name()
+    if 2 not in layer._ranks:
+        raise v.NormInputError(
+            f"{name}: a PackedSequence (data of size (sum of lengths, C)) is accepted by the "
+            f"1-D layers, not by {type(layer).__name__}"
+        )
+    if mask is not None:
+        raise v.NormInputError(
+            f"{name}: got a PackedSequence and a mask; a PackedSequence holds only valid "
+            "frames, so pass mask=None"
+        )
+    data = batch_norm_forward(layer, input.data)
+    return PackedSequence(data, input.batch_sizes, input.sorted_indices, input.unsorted_indices)
 
 
 torch.fx.wrap("batch_norm_forward")
@@ -92,8 +125,8 @@ class _BatchNorm(PerChannelLayer):
             num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias
         )
 
-    def forward(self, input: Tensor) -> Tensor:
-        return batch_norm_forward(self, input)
+    def forward(self, input: Tensor, mask: Tensor | None = None) -> Tensor:
+        return batch_norm_forward(self, input, mask)
 
     @classmethod
     def from_keras(
@@ -132,6 +165,9 @@ class BatchNorm1d(_BatchNorm, nn.BatchNorm1d):
         spatial=" (and the length L)",
         shapes="``(N, C)`` or ``(N, C, L)``",
         example="16, 3",
+        packed=" A :class:`torch.nn.utils.rnn.PackedSequence` (data ``(sum of lengths, "
+        "C)``) comes back as a PackedSequence with the same ``batch_sizes``, normalized over "
+        "its frames.",
     )
     _ranks = (2, 3)
 
@@ -143,6 +179,7 @@ class BatchNorm2d(_BatchNorm, nn.BatchNorm2d):
         spatial=" and the spatial dims (H, W)",
         shapes="``(N, C, H, W)``",
         example="8, 3, 4, 4",
+        packed="",
     )
     _ranks = (4,)
 
@@ -154,5 +191,6 @@ class BatchNorm3d(_BatchNorm, nn.BatchNorm3d):
         spatial=" and the spatial dims (D, H, W)",
         shapes="``(N, C, D, H, W)``",
         example="4, 3, 2, 4, 4",
+        packed="",
     )
     _ranks = (5,)

@@ -17,7 +17,8 @@ _DOC_TEMPLATE = r"""Batch normalization followed by an activation, fused, over a
     The same values and gradients as ``act(nn.{bn}(x))`` but one pass over memory fewer
     each way: the normalization primitives apply the activation (forward) and its
     derivative (backward, recomputed from the input; nothing extra is stored).
-    Statistics, ``momentum`` and running-statistics semantics are :class:`normkit.nn.{bn}`'s.
+    Statistics, ``momentum`` and running-statistics semantics are :class:`normkit.nn.{bn}`'s,
+    ``layer(x, mask=m)`` for padded batches included (padded positions output exactly 0).
 
     ``act``: ``"relu"``, ``"leaky_relu"`` (slope ``negative_slope``), ``"silu"``, ``"gelu"``
     (exact erf form, ``torch.nn.GELU()``), ``"relu6"``, ``"hardswish"`` or ``"identity"``.
@@ -47,13 +48,16 @@ _DOC_TEMPLATE = r"""Batch normalization followed by an activation, fused, over a
 """
 
 
-def batch_norm_act_forward(layer: _BatchNormAct, input: Tensor) -> Tensor:
-    """The forward of the BatchNormAct layers (one FX node; see :mod:`normkit.nn._base`)."""
+def batch_norm_act_forward(
+    layer: _BatchNormAct, input: Tensor, mask: Tensor | None = None
+) -> Tensor:
+    """The forward of the BatchNormAct layers (one FX node; see :mod:`normkit.nn._base`);
+    ``mask``: a padded batch's valid positions."""
     name = layer._check_input(input)
     running_mean, running_var, training, num_batches_tracked = layer._batch_norm_state()
     return normalize_per_channel(
         input, running_mean, running_var, layer.weight, layer.bias, training, layer.momentum,
-        layer.eps, num_batches_tracked, None, name, layer.act, layer.negative_slope,
+        layer.eps, num_batches_tracked, None, name, layer.act, layer.negative_slope, mask,
     )  # fmt: skip
 
 
@@ -86,8 +90,8 @@ class _BatchNormAct(PerChannelLayer):
         self.act = act
         self.negative_slope = float(negative_slope)
 
-    def forward(self, input: Tensor) -> Tensor:
-        return batch_norm_act_forward(self, input)
+    def forward(self, input: Tensor, mask: Tensor | None = None) -> Tensor:
+        return batch_norm_act_forward(self, input, mask)
 
     def extra_repr(self) -> str:
         slope = f", negative_slope={self.negative_slope}" if self.act == "leaky_relu" else ""

@@ -10,14 +10,15 @@ from normkit.functional import _validate as v
 from normkit.functional.group_norm import normalize_groups
 
 
-def group_norm_forward(layer: GroupNorm, input: Tensor) -> Tensor:
-    """The forward of normkit's GroupNorm (one FX node; see :mod:`normkit.nn._base`)."""
+def group_norm_forward(layer: GroupNorm, input: Tensor, mask: Tensor | None = None) -> Tensor:
+    """The forward of normkit's GroupNorm (one FX node; see :mod:`normkit.nn._base`);
+    ``mask``: a padded batch's valid positions."""
     name = layer._layer_name()
     v.check_floating(input, name)
     v.check_min_rank(input, 2, name, "(N, C, *)")
     v.check_channels(input, layer.num_channels, name)
     return normalize_groups(
-        input, layer.num_groups, layer.weight, layer.bias, layer.eps, None, name
+        input, layer.num_groups, layer.weight, layer.bias, layer.eps, None, name, mask
     )
 
 
@@ -37,6 +38,10 @@ class GroupNorm(nn.GroupNorm):
     per channel. No running statistics; independent of the batch size, hence its use with
     small batches. ``GroupNorm(1, C)`` is LayerNorm over ``(C, *)`` (per-channel affine);
     ``GroupNorm(C, C)`` is InstanceNorm with affine.
+
+    Padded batches: ``gn(x, mask=m)``, ``m`` bool ``(N, *spatial)`` (True = valid
+    position): each sample's group over its channels at its valid positions; padded
+    positions output exactly 0 and get 0 gradient (an all-padding sample outputs zeros).
 
     Args:
         num_groups: number of groups; must divide ``num_channels``.
@@ -76,8 +81,8 @@ class GroupNorm(nn.GroupNorm):
     def _layer_name(self) -> str:
         return f"{type(self).__name__}({self.num_groups}, {self.num_channels})"
 
-    def forward(self, input: Tensor) -> Tensor:
-        return group_norm_forward(self, input)
+    def forward(self, input: Tensor, mask: Tensor | None = None) -> Tensor:
+        return group_norm_forward(self, input, mask)
 
 
 def group_norm_act_forward(layer: GroupNormAct, input: Tensor) -> Tensor:

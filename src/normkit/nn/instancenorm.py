@@ -26,6 +26,10 @@ _DOC_TEMPLATE = r"""Instance normalization over a {rank} input (`Ulyanov et al. 
     Defaults differ from BatchNorm, as in torch: ``affine=False``,
     ``track_running_stats=False``. Equivalent to ``GroupNorm(C, C)`` (with affine).
 
+    Padded batches: ``layer(x, mask=m)``, ``m`` bool ``(N, *spatial)`` (True = valid
+    position): each sample's channel over its own valid positions (a sample with valid
+    positions needs more than one); padded positions output exactly 0 and get 0 gradient.
+
     Args:
         num_features: number of channels ``C``.
         eps: added to the variance. Default: 1e-5
@@ -45,8 +49,11 @@ _DOC_TEMPLATE = r"""Instance normalization over a {rank} input (`Ulyanov et al. 
 """
 
 
-def instance_norm_forward(layer: _InstanceNorm, input: Tensor) -> Tensor:
-    """The forward of the InstanceNorm layers (one FX node; see :mod:`normkit.nn._base`)."""
+def instance_norm_forward(
+    layer: _InstanceNorm, input: Tensor, mask: Tensor | None = None
+) -> Tensor:
+    """The forward of the InstanceNorm layers (one FX node; see :mod:`normkit.nn._base`);
+    ``mask``: a padded batch's valid positions."""
     name = layer._layer_name()
     v.check_floating(input, name)
     layer._check_input_dim(input)
@@ -62,6 +69,8 @@ def instance_norm_forward(layer: _InstanceNorm, input: Tensor) -> Tensor:
         )
     unbatched = input.dim() == layer._no_batch_dim
     x = input.unsqueeze(0) if unbatched else input
+    if unbatched and isinstance(mask, Tensor) and mask.dim() == input.dim() - 1:
+        mask = mask.unsqueeze(0)
     y = normalize_instances(
         x,
         layer.running_mean,
@@ -73,6 +82,7 @@ def instance_norm_forward(layer: _InstanceNorm, input: Tensor) -> Tensor:
         layer.eps,
         None,
         name,
+        mask,
     )
     return y.squeeze(0) if unbatched else y
 
@@ -106,8 +116,8 @@ class _InstanceNorm(PerChannelLayer):
         ranks = (self._no_batch_dim, self._no_batch_dim + 1)
         v.check_rank(input, ranks, self._layer_name())
 
-    def forward(self, input: Tensor) -> Tensor:
-        return instance_norm_forward(self, input)
+    def forward(self, input: Tensor, mask: Tensor | None = None) -> Tensor:
+        return instance_norm_forward(self, input, mask)
 
 
 class InstanceNorm1d(_InstanceNorm, nn.InstanceNorm1d):

@@ -12,12 +12,15 @@ from normkit.nn._base import PerChannelLayer, check_per_channel_args
 from normkit.nn.batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, batch_norm_forward
 
 
-def sync_batch_norm_forward(layer: SyncBatchNorm, input: Tensor) -> Tensor:
-    """The forward of SyncBatchNorm (one FX node; see :mod:`normkit.nn._base`)."""
+def sync_batch_norm_forward(
+    layer: SyncBatchNorm, input: Tensor, mask: Tensor | None = None
+) -> Tensor:
+    """The forward of SyncBatchNorm (one FX node; see :mod:`normkit.nn._base`); ``mask``: a
+    padded batch's valid positions."""
     if not layer.training:
         # Like torch: never synchronize in eval mode, even with batch statistics
         # (track_running_stats=False).
-        return batch_norm_forward(layer, input)
+        return batch_norm_forward(layer, input, mask)
     name = layer._check_input(input)
     track = layer.track_running_stats
     return sync_batch_norm(
@@ -30,6 +33,7 @@ def sync_batch_norm_forward(layer: SyncBatchNorm, input: Tensor) -> Tensor:
         layer.momentum,
         layer.eps,
         layer.process_group,
+        mask=mask,
         num_batches_tracked=layer.num_batches_tracked if track else None,
         name=name,
     )
@@ -53,6 +57,11 @@ class SyncBatchNorm(PerChannelLayer, nn.modules.batchnorm._BatchNorm):
     DistributedDataParallel's averaging produces the right update. Processes may hold
     different batch sizes, zero included. Running statistics, updated identically on every
     process, use BatchNorm's rule with the global mean and unbiased variance.
+
+    Padded batches: ``layer(x, mask=m)``, ``m`` bool ``(N, *spatial)`` (True = valid
+    position): each process contributes its valid positions' ``(count, mean, M2)`` (a
+    process with none contributes nothing), the backward sums run over valid positions and
+    padded positions output 0: masked BatchNorm on the concatenated batch.
 
     Falls back to plain BatchNorm when not training, when torch.distributed is not
     initialised, or when the group has one process. A collective that fails (a peer died,
@@ -112,8 +121,8 @@ class SyncBatchNorm(PerChannelLayer, nn.modules.batchnorm._BatchNorm):
         v.check_channels(input, self.num_features, name)
         return name
 
-    def forward(self, input: Tensor) -> Tensor:
-        return sync_batch_norm_forward(self, input)
+    def forward(self, input: Tensor, mask: Tensor | None = None) -> Tensor:
+        return sync_batch_norm_forward(self, input, mask)
 
     @classmethod
     def convert_sync_batchnorm(

@@ -3,6 +3,7 @@
 from normkit.lab.experiments import ics  # noqa: I001 - registration order is the listing order
 from normkit.lab.experiments import batch_size, lr, placement, eval_gap
 from normkit.lab.experiments import affine, inference_stats, dropout
+from normkit.lab.experiments import sequence
 
 __all__ = [
     "affine",
@@ -13,4 +14,5 @@ __all__ = [
     "inference_stats",
     "lr",
     "placement",
+    "sequence",
 ]
