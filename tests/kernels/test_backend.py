@@ -314,3 +314,37 @@ def test_torch_compile_runs_the_numba_kernels():
     model(x).sum().backward()
     for a, p in zip(grads, model.parameters(), strict=True):
         torch.testing.assert_close(a, p.grad)
+
+
+class _OpLog(torch.utils._python_dispatch.TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_ops_skip_the_dispatcher_only_in_plain_eager_execution(monkeypatch):
+    """A dispatch mode, a torch.func transform and a tensor subclass all meet the registered
+    op; plain eager calls go straight to the implementation and give the same result."""
+    from normkit.backends import numba_batch_norm
+
+    op = numba_batch_norm.batch_norm_eval_forward
+    x, w, b = torch.randn(4, 3, 9), torch.randn(3), torch.randn(3)
+    mean, var = torch.randn(3), torch.rand(3) + 0.5
+    args = (w, b, mean, var, 1e-5, "identity", 0.01)
+    calls = []
+    impl = op.impl
+    monkeypatch.setattr(op, "impl", lambda *a: calls.append(1) or impl(*a))
+
+    direct = op(x, *args)
+    assert calls == [1]
+    with _OpLog() as log:
+        logged = op(x, *args)
+    assert "normkit.batch_norm_eval_forward.default" in log.names
+    torch.testing.assert_close(logged, direct)
+    mapped = torch.func.vmap(lambda t: op(t.unsqueeze(0), *args).squeeze(0))(x)
+    torch.testing.assert_close(mapped, direct, rtol=1e-6, atol=1e-6)
+    assert calls == [1], "the dispatched calls must not reach the direct path"

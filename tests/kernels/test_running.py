@@ -101,3 +101,18 @@ def test_an_empty_batch_only_counts():
     nbt = torch.tensor(0)
     update(rm, rv, nbt, mean, var, 0.0, 0.1, "bn")
     assert torch.equal(rm, before) and int(nbt) == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+def test_the_quick_finiteness_check_is_exact(dtype):
+    """The dot-product shortcut: an overflowing dot of finite values is still finite, and a
+    non-finite element is found wherever it is, against a zero included."""
+    from normkit.backends.running import _finite_pair
+
+    big = torch.full((64,), torch.finfo(dtype).max / 2, dtype=dtype)
+    assert _finite_pair(big, big)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        for where in (0, 63):
+            a, b = torch.ones(64, dtype=dtype), torch.zeros(64, dtype=dtype)
+            a[where] = bad
+            assert not _finite_pair(a, b) and not _finite_pair(b, a)
