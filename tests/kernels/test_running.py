@@ -104,15 +104,30 @@ def test_an_empty_batch_only_counts():
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
-def test_the_quick_finiteness_check_is_exact(dtype):
-    """The dot-product shortcut: an overflowing dot of finite values is still finite, and a
-    non-finite element is found wherever it is, against a zero included."""
-    from normkit.backends.running import _finite_pair
+def test_commit_refuses_exactly_the_non_finite_updates(dtype):
+    """commit_running_stats (numba kernel for float32/64, torch elsewhere): huge finite values
+    are committed; a NaN/Inf anywhere in the new values is refused while the buffers are
+    finite; buffers that already hold a NaN take any update."""
+    from normkit.backends.running import commit_running_stats
 
-    big = torch.full((64,), torch.finfo(dtype).max / 2, dtype=dtype)
-    assert _finite_pair(big, big)
-    for bad in (float("nan"), float("inf"), -float("inf")):
+    big = torch.finfo(dtype).max / 2
+    for bad in (float("nan"), float("inf"), -float("inf"), None):
         for where in (0, 63):
-            a, b = torch.ones(64, dtype=dtype), torch.zeros(64, dtype=dtype)
-            a[where] = bad
-            assert not _finite_pair(a, b) and not _finite_pair(b, a)
+            mean, var = torch.zeros(64, dtype=dtype), torch.ones(64, dtype=dtype)
+            nbt = torch.tensor(3)
+            new_mean, new_var = torch.full((64,), big, dtype=dtype), torch.zeros(64, dtype=dtype)
+            if bad is not None:
+                (new_var if where else new_mean)[where] = bad
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                commit_running_stats(mean, var, nbt, new_mean, new_var, "L")
+            if bad is None:
+                assert torch.equal(mean, new_mean) and torch.equal(var, new_var)
+                assert int(nbt) == 4 and not caught
+            else:
+                assert torch.equal(mean, torch.zeros(64, dtype=dtype))
+                assert torch.equal(var, torch.ones(64, dtype=dtype))
+                assert int(nbt) == 3 and len(caught) == 1
+            poisoned = torch.full((64,), float("nan"), dtype=dtype)
+            commit_running_stats(poisoned, var, None, new_mean, new_var, "L")
+            torch.testing.assert_close(poisoned, new_mean, equal_nan=True, rtol=0, atol=0)

@@ -7,6 +7,10 @@ towards the batch, ``r = lerp(r, s, f)`` with ``s = batch_mean`` and
 ``r + f * (s - r)`` for ``|f| < 0.5``, else ``s - (s - r) * (1 - f)``) and returns True;
 otherwise it leaves the buffers untouched and returns False. Length-0 buffers stand for
 absent ones (the batch statistic is still checked).
+
+``running_commit`` is the CPU body of ``normkit::commit_running_stats``: it copies running
+statistics that torch's kernel updated on copies into the buffers, unless that would turn
+finite buffers non-finite (then it writes nothing and returns False).
 """
 
 from __future__ import annotations
@@ -51,4 +55,16 @@ def running_update(running_mean, running_var, batch_mean, batch_var, factor, bes
         _lerp(running_mean, batch_mean, 1.0, factor)
     if running_var.shape[0] > 0:
         _lerp(running_var, batch_var, bessel, factor)
+    return True
+
+
+@entry(vec=f"boolean({_V}, {_V}, {_V}, {_V})")
+def running_commit(running_mean, running_var, new_mean, new_var):
+    """Copy ``new_*`` into ``running_*`` unless the new values are not all finite while the
+    old ones are; True if copied."""
+    keep = _all_finite(running_mean) and _all_finite(running_var)
+    if keep and not (_all_finite(new_mean) and _all_finite(new_var)):
+        return False
+    running_mean[:] = new_mean
+    running_var[:] = new_var
     return True
