@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -243,8 +244,10 @@ def test_skip_update_warns_once_per_layer_naming_it(kind):
             first(x)
         second(x)
         first(x)
-    messages = [str(w.message) for w in caught if issubclass(w.category, SingleSampleWarning)]
+    ours = [w for w in caught if issubclass(w.category, SingleSampleWarning)]
+    messages = [str(w.message) for w in ours]
     assert len(messages) == 2, messages
+    assert [w.filename for w in ours] == [__file__] * 2  # the user's line, not normkit's
     assert messages[0].startswith(f"{first._single_sample_owner()}: a batch with one value")
     assert "single_sample='skip_update'" in messages[0] and "not update" in messages[0]
 
@@ -254,13 +257,20 @@ def test_skip_update_warns_once_per_layer_naming_it(kind):
 
 @pytest.mark.parametrize("kind", KINDS, ids=KIND_IDS)
 def test_the_default_is_torchs_error(kind):
-    layer = kind.build().double().train()
+    """Without the option: torch's message, after the layer's name (normkit's error style),
+    the size written as a tuple; the state is untouched."""
+    layer = _randomize(kind.build().double()).train()
     assert layer.single_sample == "error"
+    before = _state(layer)
     x = _inputs(kind)[0]
-    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
-        layer(x)
-    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+    with pytest.raises(ValueError) as theirs:
         kind.torch_cls(C).double().train()(x)  # torch's own
+    with pytest.raises(ValueError) as ours:
+        layer(x)
+    torch_message = re.sub(r"torch\.Size\(\[(.*)\]\)", r"(\1)", str(theirs.value))
+    assert torch_message.startswith("Expected more than 1 value per channel when training")
+    assert str(ours.value) == f"{type(layer).__name__}({C}): {torch_message}"
+    _assert_state_unchanged(layer, before)
 
 
 # ------------------------------------------- eval mode without running statistics (#156051)

@@ -28,7 +28,10 @@ made at trace time under ``torch.compile``:
 from __future__ import annotations
 
 import math
+import os
+import sys
 import warnings
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -71,26 +74,44 @@ def one_value_per_channel(input: Tensor) -> bool:
 def skip_update_message(name: str, input: Tensor, once: bool) -> str:
     return (
         f"{name}: a batch with one value per channel (input size {v.shape_str(input.shape)}) "
-        "was normalized with its own statistics (each value is its channel's mean: the "
-        "output is beta whatever the input) and did not update the running statistics "
+        "was normalized with its own statistics (each value is its channel's mean, so the "
+        "normalized value is 0 whatever the input) and did not update the running statistics "
         f"(single_sample='skip_update'{'; warned once per layer' if once else ''})"
     )
 
 
+# Frames a warning skips to point at the user's line: normkit's and torch's (Module.__call__,
+# containers, Dynamo while it traces).
+_LIBRARY_DIRS = tuple(
+    str(path) + os.sep
+    for path in (Path(__file__).resolve().parents[1], Path(torch.__file__).parent)
+)
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that makes ``warnings.warn``, called in the caller of this
+    function, point at the first frame outside normkit and torch: the user's line."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARY_DIRS):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 @torch.compiler.assume_constant_result
-def _warn_while_tracing(message: str, stacklevel: int) -> bool:
+def _warn_while_tracing(message: str) -> bool:
     # Under torch.compile the branch is chosen while Dynamo traces, which cannot trace
     # warnings.warn; this runs then, once per compiled graph, outside the graph.
-    warnings.warn(message, SingleSampleWarning, stacklevel=stacklevel)
+    warnings.warn(message, SingleSampleWarning, stacklevel=_user_stacklevel())
     return True
 
 
-def warn(message: str, stacklevel: int = 2) -> None:
-    """:class:`SingleSampleWarning`, eagerly or while ``torch.compile`` traces."""
+def warn(message: str) -> None:
+    """:class:`SingleSampleWarning`, eagerly or while ``torch.compile`` traces, attributed
+    to the user's line."""
     if torch.compiler.is_compiling():
-        _warn_while_tracing(message, stacklevel + 1)
+        _warn_while_tracing(message)
     else:
-        warnings.warn(message, SingleSampleWarning, stacklevel=stacklevel + 1)
+        warnings.warn(message, SingleSampleWarning, stacklevel=_user_stacklevel())
 
 
 def single_sample_batch_norm(
@@ -153,7 +174,7 @@ def single_sample_call(
     ``"skip_update"`` warns at every call (Python's default filter shows each distinct
     message once per call site)."""
     if policy == "skip_update":
-        warn(skip_update_message(name, input, once=False), stacklevel=3)
+        warn(skip_update_message(name, input, once=False))
     return single_sample_batch_norm(
         input, running_mean, running_var, weight, bias, policy, eps, backend, name, act,
         negative_slope,

@@ -77,4 +77,4 @@ def warn_once(layer: SingleSamplePolicy, input: Tensor, name: str) -> None:
         one.warn(message)
     elif not layer.__dict__.get(_WARNED, False):
         object.__setattr__(layer, _WARNED, True)
-        one.warn(message, stacklevel=5)
+        one.warn(message)
