@@ -14,6 +14,7 @@ import pickle
 import re
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -482,3 +483,16 @@ def test_functional_batch_norm_keyword(backend):
         fn.batch_norm(x, rm, rv_, w, b, training=True, single_sample="eval")
     with pytest.raises(ValueError, match=r"^sync_batch_norm: single_sample must be one of"):
         fn.sync_batch_norm(torch.randn(4, C), None, None, training=True, single_sample="x")
+
+
+# ---------------------------------------------------------------------------------- docs
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "single_sample.md"
+
+
+def test_docs_example_runs():
+    """The Python block of docs/single_sample.md runs as written (its asserts included)."""
+    (code,) = re.findall(r"```python\n(.*?)```", DOCS.read_text(), flags=re.S)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "running_stats" is silent
+        exec(compile(code, str(DOCS), "exec"), {"__name__": "__docs__"})
