@@ -186,6 +186,25 @@ def test_running_stats_is_silent_and_leaves_other_batches_alone(kind):
     assert int(layer.num_batches_tracked) == 8
 
 
+SPATIAL = [k for k in KINDS if len(k.shape) > 2]
+
+
+@pytest.mark.parametrize("policy", ["running_stats", "skip_update"])
+@pytest.mark.parametrize("kind", SPATIAL, ids=[k.name for k in SPATIAL])
+def test_one_sample_with_several_values_per_channel_trains_as_usual(kind, policy):
+    """N = 1 is not the condition: a (1, C, 2, ...) batch has two values per channel, so it
+    trains (batch statistics, running update) exactly as without the option, silently."""
+    layer = _randomize(kind.layer(policy)).train()
+    plain = _randomize(kind.layer("error")).train()
+    x = torch.randn((1, C, 2, *kind.shape[3:]), dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(layer(x), plain(x))
+    for key, value in plain.state_dict().items():
+        assert torch.equal(layer.state_dict()[key], value), key
+    assert int(layer.num_batches_tracked) == 8
+
+
 # ----------------------------------------------------------------------------- skip_update
 
 
