@@ -83,8 +83,7 @@ def skip_update_message(name: str, input: Tensor, once: bool) -> str:
 # Frames a warning skips to point at the user's line: normkit's and torch's (Module.__call__,
 # containers, Dynamo while it traces).
 _LIBRARY_DIRS = tuple(
-    str(path) + os.sep
-    for path in (Path(__file__).resolve().parents[1], Path(torch.__file__).parent)
+    str(path) + os.sep for path in (Path(__file__).parents[1], Path(torch.__file__).parent)
 )
 
 
