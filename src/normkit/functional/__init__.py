@@ -3,7 +3,9 @@
 Forward and backward are normkit's own (see :mod:`normkit.backends`), wired into autograd
 and ``torch.compile``. Each function also takes keyword-only ``backend=`` (force a backend)
 and ``name=`` (the name used in error messages); the per-channel and group ones take
-``mask=`` (a padded batch's valid positions; see :mod:`normkit.functional.masked`).
+``mask=`` (a padded batch's valid positions; see :mod:`normkit.functional.masked`); the
+BatchNorm family takes ``single_sample=`` (a training batch with one value per channel; see
+:mod:`normkit.functional.single_sample`).
 """
 
 from normkit.functional._running import NonFiniteStatisticsWarning, update_running_stats
@@ -23,12 +25,14 @@ from normkit.functional.ghost_batch_norm import ghost_batch_norm
 from normkit.functional.group_norm import group_norm
 from normkit.functional.layer_norm import layer_norm, layer_norm_2d, rms_norm
 from normkit.functional.masked import lengths_to_mask
+from normkit.functional.single_sample import SingleSampleWarning
 from normkit.functional.sync_batch_norm import sync_batch_norm
 
 __all__ = [
     "NonFiniteStatisticsWarning",
     "NormDTypeError",
     "NormInputError",
+    "SingleSampleWarning",
     "batch_norm",
     "batch_norm_act",
     "batch_renorm",

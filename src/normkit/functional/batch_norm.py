@@ -6,6 +6,7 @@ from torch import Tensor
 
 from normkit.backends import select
 from normkit.functional import _validate as v
+from normkit.functional import single_sample as one
 from normkit.functional.masked import normalize_instances_masked, normalize_per_channel_masked
 
 
@@ -21,6 +22,7 @@ def batch_norm(
     *,
     mask: Tensor | None = None,
     num_batches_tracked: Tensor | None = None,
+    single_sample: str = "error",
     backend: str | None = None,
     name: str = "batch_norm",
 ) -> Tensor:
@@ -49,6 +51,11 @@ def batch_norm(
             0 gradient. The result equals BatchNorm over the valid frames gathered into one
             ``(n, C)`` batch. Default: None (every position is valid)
         num_batches_tracked: 0-d long buffer counting updates (normkit extension).
+        single_sample: a training batch with one value per channel (``N * prod(spatial)
+            == 1``, without ``mask``): ``"error"`` (torch's), ``"running_stats"`` (the
+            ``training=False`` output, nothing updated) or ``"skip_update"`` (batch
+            statistics, nothing updated, a :class:`~normkit.functional.SingleSampleWarning`
+            at each call; see :mod:`normkit.functional.single_sample`). Default: "error"
         backend: force a backend (``"torch"``, ``"numba"``); default automatic.
         name: layer name used in error messages and warnings.
 
@@ -61,6 +68,10 @@ def batch_norm(
     v.check_per_channel_arguments(
         input, running_mean, running_var, weight, bias, eps, training, name
     )
+    if single_sample != "error" and one.applies(single_sample, training, mask, input, name):
+        return one.single_sample_call(
+            input, running_mean, running_var, weight, bias, single_sample, eps, backend, name
+        )
     return normalize_per_channel(
         input, running_mean, running_var, weight, bias, training, momentum, eps,
         num_batches_tracked, backend, name, mask=mask,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from normkit.functional import _validate as v
+from normkit.functional import single_sample as one
 from normkit.functional.batch_norm import normalize_per_channel
 
 
@@ -22,6 +23,7 @@ def batch_norm_act(
     *,
     mask: Tensor | None = None,
     num_batches_tracked: Tensor | None = None,
+    single_sample: str = "error",
     backend: str | None = None,
     name: str = "batch_norm_act",
 ) -> Tensor:
@@ -36,7 +38,8 @@ def batch_norm_act(
     (exact, erf-based, like ``torch.nn.GELU()``), ``"relu6"``, ``"hardswish"`` or
     ``"identity"``. Statistics, running
     update and ``training`` semantics are :func:`~normkit.functional.batch_norm`'s, ``mask``
-    (a padded batch's valid positions; padded positions output 0) included.
+    (a padded batch's valid positions; padded positions output 0) and ``single_sample`` (a
+    training batch with one value per channel) included.
 
     Shape: ``(N, C, *)``, output the same.
     """
@@ -44,6 +47,11 @@ def batch_norm_act(
         input, running_mean, running_var, weight, bias, eps, training, name
     )
     v.check_activation(act, negative_slope, name)
+    if single_sample != "error" and one.applies(single_sample, training, mask, input, name):
+        return one.single_sample_call(
+            input, running_mean, running_var, weight, bias, single_sample, eps, backend, name,
+            act, negative_slope,
+        )  # fmt: skip
     return normalize_per_channel(
         input, running_mean, running_var, weight, bias, training, momentum, eps,
         num_batches_tracked, backend, name, act, negative_slope, mask,

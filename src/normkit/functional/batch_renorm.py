@@ -9,6 +9,7 @@ from normkit.autograd.batch_norm_variants import batch_stats, bn_apply
 from normkit.autograd.masked_variants import masked_batch_stats, masked_bn_apply
 from normkit.backends.torch_masked import masked_running_stats_update
 from normkit.functional import _validate as v
+from normkit.functional import single_sample as one
 from normkit.functional._running import update_running_stats
 from normkit.functional.batch_norm import batch_norm
 from normkit.functional.masked import valid_count
@@ -128,6 +129,7 @@ def batch_renorm(
     *,
     mask: Tensor | None = None,
     num_batches_tracked: Tensor | None = None,
+    single_sample: str = "error",
     backend: str | None = None,
     name: str = "batch_renorm",
 ) -> Tensor:
@@ -158,6 +160,10 @@ def batch_renorm(
         mask: bool ``(N, *)``, True at valid positions of a padded batch (keyword): batch
             statistics, ``r``/``d`` and the running update from the valid positions only
             (count ``n`` valid values), padded positions output 0.
+        single_sample: a training batch with one value per channel (keyword):
+            ``"error"`` (BatchNorm's error), ``"running_stats"`` (the inference output,
+            nothing updated) or ``"skip_update"`` (the training output above, with its
+            ``r, d``, nothing updated; a warning at each call). Default: "error"
 
     Departure from the paper: the paper keeps a moving average of :math:`\sigma`; here the
     running variance follows BatchNorm's rule and :math:`\sigma = \sqrt{\mathrm{running\_var}
@@ -174,6 +180,13 @@ def batch_renorm(
             backend=backend, name=name,
         )  # fmt: skip
     v.check_running_stats_for_renorm(running_mean, running_var, name)
+    if single_sample != "error" and one.applies(single_sample, training, mask, input, name):
+        if single_sample == "skip_update":
+            one.warn(one.skip_update_message(name, input, once=False))
+        return renorm_single_sample(
+            input, running_mean, running_var, weight, bias, eps, rmax, dmax, single_sample,
+            backend, name,
+        )  # fmt: skip
     if not isinstance(rmax, Tensor) and not isinstance(dmax, Tensor) and rmax == 1 and dmax == 0:
         # r = 1 and d = 0 whatever the batch: the layer is BatchNorm, bit for bit, on every
         # backend (the backends' fused BatchNorm may round differently from stats + elemt).
@@ -187,16 +200,57 @@ def batch_renorm(
             num_batches_tracked, backend, name,
         )  # fmt: skip
     v.check_more_than_one_value_per_channel(input, name)
-    mean, var = batch_stats(input, backend)
-    invstd = torch.rsqrt(var + eps)
-    r, d = renorm_correction(mean, var, running_mean, running_var, eps, rmax, dmax)
-    w, b = fold_correction(weight, bias, r, d)
-    y = bn_apply(input, mean, invstd, w, b, eps, backend=backend)
+    y, mean, var = _renormalize(input, running_mean, running_var, weight, bias, eps, rmax, dmax,
+                                backend)  # fmt: skip
     count = input.numel() // input.shape[1]
     update_running_stats(
         running_mean, running_var, mean, var, count, momentum, num_batches_tracked, name
     )
     return y
+
+
+def _renormalize(
+    input: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+    rmax: Limit,
+    dmax: Limit,
+    backend: str | None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The training output ``gamma * (x_hat * r + d) + beta`` and the batch ``(mean, var)``."""
+    mean, var = batch_stats(input, backend)
+    invstd = torch.rsqrt(var + eps)
+    r, d = renorm_correction(mean, var, running_mean, running_var, eps, rmax, dmax)
+    w, b = fold_correction(weight, bias, r, d)
+    return bn_apply(input, mean, invstd, w, b, eps, backend=backend), mean, var
+
+
+def renorm_single_sample(
+    input: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+    rmax: Limit,
+    dmax: Limit,
+    policy: str,
+    backend: str | None,
+    name: str,
+) -> Tensor:
+    """A training batch with one value per channel under ``policy``; updates nothing, warns
+    not (:mod:`normkit.functional.single_sample`). ``"running_stats"``: the inference
+    output (BatchNorm's). ``"skip_update"``: the training output; the batch variance is 0,
+    so ``x_hat = 0`` and ``y = gamma * d + beta`` with ``d`` the clipped shift of the
+    value from the running mean."""
+    if policy == "running_stats":
+        return one.single_sample_batch_norm(
+            input, running_mean, running_var, weight, bias, policy, eps, backend, name
+        )
+    return _renormalize(input, running_mean, running_var, weight, bias, eps, rmax, dmax, backend)[0]
 
 
 def _masked_training(

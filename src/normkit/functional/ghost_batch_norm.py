@@ -44,6 +44,7 @@ def ghost_batch_norm(
     virtual_batch_size: int = 32,
     *,
     num_batches_tracked: Tensor | None = None,
+    single_sample: str = "error",
     backend: str | None = None,
     name: str = "ghost_batch_norm",
 ) -> Tensor:
@@ -75,6 +76,8 @@ def ghost_batch_norm(
     Args:
         input: ``(N, C)`` or ``(N, C, *)``; ghost batches split ``N``.
         virtual_batch_size: samples per ghost batch (positive int). Default: 32
+        single_sample: a training batch of one value per channel (one sample, so one ghost
+            batch): as :func:`~normkit.functional.batch_norm`'s. Default: "error"
         (others as :func:`~normkit.functional.batch_norm`)
     """
     v.check_virtual_batch_size(virtual_batch_size, name)
@@ -82,7 +85,8 @@ def ghost_batch_norm(
     if not training or batch <= virtual_batch_size:
         return batch_norm(
             input, running_mean, running_var, weight, bias, training, momentum, eps,
-            num_batches_tracked=num_batches_tracked, backend=backend, name=name,
+            num_batches_tracked=num_batches_tracked, single_sample=single_sample,
+            backend=backend, name=name,
         )  # fmt: skip
     v.check_per_channel_arguments(
         input, running_mean, running_var, weight, bias, eps, training, name

@@ -11,6 +11,7 @@ from normkit.autograd.batch_norm_variants import batch_stats, bn_apply
 from normkit.autograd.masked_variants import masked_batch_stats, masked_bn_apply
 from normkit.backends._ops import define
 from normkit.functional import _validate as v
+from normkit.functional import single_sample as one
 from normkit.functional._running import update_running_stats
 from normkit.functional.batch_norm import batch_norm
 
@@ -35,6 +36,7 @@ def sync_batch_norm(
     *,
     mask: Tensor | None = None,
     num_batches_tracked: Tensor | None = None,
+    single_sample: str = "error",
     backend: str | None = None,
     name: str = "sync_batch_norm",
 ) -> Tensor:
@@ -62,6 +64,11 @@ def sync_batch_norm(
     none contributes nothing), the backward sums run over valid positions, and padded
     positions output 0: the result is masked BatchNorm on the concatenated batch.
 
+    ``single_sample`` (keyword): a training batch with one value per channel, as
+    :func:`~normkit.functional.batch_norm`'s, where there is no synchronization to do. A
+    synchronized step counts the values of the whole group, known only after the
+    collective: one value in all raises on every process whatever the policy.
+
     Every process of the group must call this the same number of times, in the same order
     (and run backward, when training with gradients).
     """
@@ -69,8 +76,11 @@ def sync_batch_norm(
     if not training or not needs_sync(process_group):
         return batch_norm(
             input, running_mean, running_var, weight, bias, training, momentum, eps, mask=mask,
-            num_batches_tracked=num_batches_tracked, backend=backend, name=name,
+            num_batches_tracked=num_batches_tracked, single_sample=single_sample,
+            backend=backend, name=name,
         )  # fmt: skip
+    if single_sample != "error":
+        one.check_policy(single_sample, name)
     v.check_per_channel_arguments(
         input, running_mean, running_var, weight, bias, eps, training, name
     )

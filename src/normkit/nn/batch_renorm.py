@@ -6,8 +6,10 @@ import torch
 from torch import Tensor, nn
 
 from normkit.functional import _validate as v
-from normkit.functional.batch_renorm import batch_renorm, renorm_limits
+from normkit.functional.batch_renorm import batch_renorm, renorm_limits, renorm_single_sample
+from normkit.functional.single_sample import one_value_per_channel
 from normkit.nn._base import PerChannelLayer, check_per_channel_args
+from normkit.nn._single_sample import SingleSamplePolicy, warn_once
 
 _DOC_TEMPLATE = r"""Batch renormalization over a {rank} input (`Ioffe 2017
     <https://arxiv.org/abs/1702.03275>`__): BatchNorm that stays consistent between
@@ -53,6 +55,10 @@ _DOC_TEMPLATE = r"""Batch renormalization over a {rank} input (`Ioffe 2017
         rmax: upper limit of ``r`` (>= 1). Default: 3.0
         dmax: limit of ``|d|`` (>= 0). Default: 5.0
         warmup_steps: training steps of the linear ramp, 0 for fixed limits. Default: 0
+        single_sample: a training batch with one value per channel (keyword):
+            ``"error"`` (BatchNorm's), ``"running_stats"`` (the inference output) or
+            ``"skip_update"`` (the training output ``gamma * d + beta``, warned once);
+            neither updates the statistics or the schedule. Default: ``"error"``
 
     Shape:
         Input and output: {shapes}.
@@ -76,6 +82,14 @@ def batch_renorm_forward(layer: _BatchRenorm, input: Tensor, mask: Tensor | None
         rmax, dmax = renorm_limits(
             layer.num_batches_tracked, layer.rmax, layer.dmax, layer.warmup_steps
         )
+        policy = layer._single_sample
+        if policy != "error" and mask is None and one_value_per_channel(input):
+            if policy == "skip_update":
+                warn_once(layer, input, name)
+            return renorm_single_sample(
+                input, layer.running_mean, layer.running_var, layer.weight, layer.bias,
+                layer.eps, rmax, dmax, policy, None, name,
+            )  # fmt: skip
     return batch_renorm(
         input,
         layer.running_mean,
@@ -96,7 +110,7 @@ def batch_renorm_forward(layer: _BatchRenorm, input: Tensor, mask: Tensor | None
 torch.fx.wrap("batch_renorm_forward")
 
 
-class _BatchRenorm(PerChannelLayer):
+class _BatchRenorm(SingleSamplePolicy, PerChannelLayer):
     """State and schedule shared by BatchRenorm1d/2d/3d (mixed into torch's BatchNorm
     classes, whose state dict and inference they share; only the rank check differs)."""
 
@@ -115,6 +129,8 @@ class _BatchRenorm(PerChannelLayer):
         warmup_steps: int = 0,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        *,
+        single_sample: str = "error",
     ) -> None:
         name = type(self).__name__
         check_per_channel_args(name, num_features, eps, momentum)
@@ -124,6 +140,7 @@ class _BatchRenorm(PerChannelLayer):
         self.rmax = float(rmax)
         self.dmax = float(dmax)
         self.warmup_steps = warmup_steps
+        self.single_sample = single_sample
 
     def current_limits(self) -> tuple[float, float]:
         """``(rmax, dmax)`` the next training step will use."""
@@ -136,7 +153,7 @@ class _BatchRenorm(PerChannelLayer):
         return (
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
             f"affine={self.affine}, rmax={self.rmax}, dmax={self.dmax}, "
-            f"warmup_steps={self.warmup_steps}"
+            f"warmup_steps={self.warmup_steps}{self._single_sample_repr()}"
         )
 
 

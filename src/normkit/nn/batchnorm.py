@@ -12,7 +12,9 @@ from torch.nn.utils.rnn import PackedSequence
 
 from normkit.functional import _validate as v
 from normkit.functional.batch_norm import normalize_per_channel
+from normkit.functional.single_sample import one_value_per_channel
 from normkit.nn._base import PerChannelLayer, check_per_channel_args
+from normkit.nn._single_sample import SingleSamplePolicy, single_sample_forward
 
 _DOC_TEMPLATE = r"""Batch normalization over a {rank} input (`Ioffe & Szegedy 2015
     <https://arxiv.org/abs/1502.03167>`__), a drop-in for :class:`torch.nn.{name}`.
@@ -39,6 +41,11 @@ _DOC_TEMPLATE = r"""Batch normalization over a {rank} input (`Ioffe & Szegedy 20
         affine: learnable ``weight`` (gamma) and ``bias`` (beta). Default: True
         track_running_stats: keep ``running_mean``/``running_var``. Default: True
         bias: learn beta (only with ``affine``). Default: True
+        single_sample: a training batch with one value per channel (``N * prod(spatial)
+            == 1``, where torch raises): ``"error"`` (torch's error), ``"running_stats"``
+            (that batch gets the eval-mode output, running statistics untouched) or
+            ``"skip_update"`` (batch statistics, so the output is beta; running statistics
+            untouched; warns once). Not in the state dict. Default: ``"error"``
 
     Shape:
         Input and output: {shapes}.{packed}
@@ -77,6 +84,9 @@ def batch_norm_forward(
         return _packed_forward(layer, input, mask)
     name = layer._check_input(input)
     running_mean, running_var, training, num_batches_tracked = layer._batch_norm_state()
+    if training and layer._single_sample != "error" and mask is None:
+        if one_value_per_channel(input):
+            return single_sample_forward(layer, input, name)
     return normalize_per_channel(
         input, running_mean, running_var, layer.weight, layer.bias, training, layer.momentum,
         layer.eps, num_batches_tracked, None, name, mask=mask,
@@ -104,7 +114,7 @@ def _packed_forward(
 torch.fx.wrap("batch_norm_forward")
 
 
-class _BatchNorm(PerChannelLayer):
+class _BatchNorm(SingleSamplePolicy, PerChannelLayer):
     """Constructor checks and forward shared by BatchNorm1d/2d/3d (mixed into torch's
     classes; only the accepted input ranks differ)."""
 
@@ -119,14 +129,19 @@ class _BatchNorm(PerChannelLayer):
         dtype: torch.dtype | None = None,
         *,
         bias: bool = True,
+        single_sample: str = "error",
     ) -> None:
         check_per_channel_args(type(self).__name__, num_features, eps, momentum)
         super().__init__(
             num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias
         )
+        self.single_sample = single_sample
 
     def forward(self, input: Tensor, mask: Tensor | None = None) -> Tensor:
         return batch_norm_forward(self, input, mask)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + self._single_sample_repr()
 
     @classmethod
     def from_keras(

@@ -7,7 +7,9 @@ from torch import Tensor, nn
 
 from normkit.functional import _validate as v
 from normkit.functional.batch_norm import normalize_per_channel
+from normkit.functional.single_sample import one_value_per_channel
 from normkit.nn._base import PerChannelLayer, check_per_channel_args
+from normkit.nn._single_sample import SingleSamplePolicy, single_sample_forward
 
 _DOC_TEMPLATE = r"""Batch normalization followed by an activation, fused, over a {rank} input.
 
@@ -35,6 +37,9 @@ _DOC_TEMPLATE = r"""Batch normalization followed by an activation, fused, over a
         affine: learnable ``weight`` and ``bias``. Default: True
         negative_slope: leaky_relu's slope (keyword). Default: 0.01
         track_running_stats: keep running statistics (keyword). Default: True
+        single_sample: a training batch with one value per channel (keyword): as
+            :class:`normkit.nn.{bn}`'s, then the activation (``"skip_update"``:
+            ``act(beta)``). Default: ``"error"``
 
     Shape:
         Input and output: {shapes}.
@@ -55,6 +60,9 @@ def batch_norm_act_forward(
     ``mask``: a padded batch's valid positions."""
     name = layer._check_input(input)
     running_mean, running_var, training, num_batches_tracked = layer._batch_norm_state()
+    if training and layer._single_sample != "error" and mask is None:
+        if one_value_per_channel(input):
+            return single_sample_forward(layer, input, name, layer.act, layer.negative_slope)
     return normalize_per_channel(
         input, running_mean, running_var, layer.weight, layer.bias, training, layer.momentum,
         layer.eps, num_batches_tracked, None, name, layer.act, layer.negative_slope, mask,
@@ -64,7 +72,7 @@ def batch_norm_act_forward(
 torch.fx.wrap("batch_norm_act_forward")
 
 
-class _BatchNormAct(PerChannelLayer):
+class _BatchNormAct(SingleSamplePolicy, PerChannelLayer):
     """Mixed into torch's BatchNorm classes, as timm's BatchNormAct2d is."""
 
     act: str
@@ -82,6 +90,7 @@ class _BatchNormAct(PerChannelLayer):
         track_running_stats: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        single_sample: str = "error",
     ) -> None:
         name = type(self).__name__
         check_per_channel_args(name, num_features, eps, momentum)
@@ -89,13 +98,14 @@ class _BatchNormAct(PerChannelLayer):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
         self.act = act
         self.negative_slope = float(negative_slope)
+        self.single_sample = single_sample
 
     def forward(self, input: Tensor, mask: Tensor | None = None) -> Tensor:
         return batch_norm_act_forward(self, input, mask)
 
     def extra_repr(self) -> str:
         slope = f", negative_slope={self.negative_slope}" if self.act == "leaky_relu" else ""
-        return f"{super().extra_repr()}, act={self.act!r}{slope}"
+        return f"{super().extra_repr()}, act={self.act!r}{slope}{self._single_sample_repr()}"
 
 
 class BatchNormAct1d(_BatchNormAct, nn.BatchNorm1d):

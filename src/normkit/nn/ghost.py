@@ -7,7 +7,9 @@ from torch import Tensor, nn
 
 from normkit.functional import _validate as v
 from normkit.functional.ghost_batch_norm import ghost_batch_norm
+from normkit.functional.single_sample import one_value_per_channel
 from normkit.nn._base import PerChannelLayer, check_per_channel_args
+from normkit.nn._single_sample import SingleSamplePolicy, single_sample_forward
 
 _DOC_TEMPLATE = r"""Ghost batch normalization over a {rank} input (`Hoffer et al. 2017
     <https://arxiv.org/abs/1705.08741>`__; Keras's ``virtual_batch_size``): in training,
@@ -39,6 +41,8 @@ _DOC_TEMPLATE = r"""Ghost batch normalization over a {rank} input (`Hoffer et al
         eps: added to the variance. Default: 1e-5
         momentum: running-statistics factor, or ``None`` (cumulative average). Default: 0.1
         affine: learnable ``weight`` (gamma) and ``bias`` (beta). Default: True
+        single_sample: a training batch with one value per channel (keyword): as
+            :class:`normkit.nn.BatchNorm2d`'s. Default: ``"error"``
 
     Shape:
         Input and output: {shapes}.
@@ -56,6 +60,8 @@ _DOC_TEMPLATE = r"""Ghost batch normalization over a {rank} input (`Hoffer et al
 def ghost_batch_norm_forward(layer: _GhostBatchNorm, input: Tensor) -> Tensor:
     """The forward of the GhostBatchNorm layers (one FX node; see :mod:`normkit.nn._base`)."""
     name = layer._check_input(input)
+    if layer.training and layer._single_sample != "error" and one_value_per_channel(input):
+        return single_sample_forward(layer, input, name)  # one sample: one ghost batch
     return ghost_batch_norm(
         input,
         layer.running_mean,
@@ -74,7 +80,7 @@ def ghost_batch_norm_forward(layer: _GhostBatchNorm, input: Tensor) -> Tensor:
 torch.fx.wrap("ghost_batch_norm_forward")
 
 
-class _GhostBatchNorm(PerChannelLayer):
+class _GhostBatchNorm(SingleSamplePolicy, PerChannelLayer):
     """Mixed into torch's BatchNorm classes (same state dict and inference)."""
 
     virtual_batch_size: int
@@ -88,12 +94,15 @@ class _GhostBatchNorm(PerChannelLayer):
         affine: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        *,
+        single_sample: str = "error",
     ) -> None:
         name = type(self).__name__
         check_per_channel_args(name, num_features, eps, momentum)
         v.check_virtual_batch_size(virtual_batch_size, name)
         super().__init__(num_features, eps, momentum, affine, True, device, dtype)
         self.virtual_batch_size = virtual_batch_size
+        self.single_sample = single_sample
 
     def forward(self, input: Tensor) -> Tensor:
         return ghost_batch_norm_forward(self, input)
@@ -102,6 +111,7 @@ class _GhostBatchNorm(PerChannelLayer):
         return (
             f"{self.num_features}, virtual_batch_size={self.virtual_batch_size}, "
             f"eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
+            f"{self._single_sample_repr()}"
         )
 
 

@@ -35,6 +35,7 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter, is_lazy
 
 from normkit.functional import _validate as v
+from normkit.nn._single_sample import SingleSamplePolicy
 from normkit.nn.batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d
 from normkit.nn.instancenorm import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 
@@ -157,7 +158,28 @@ class _LazyPerChannel:
             getattr(self, table)[key] = kind(requires_grad, device, dtype)
 
 
-class _LazyBatchNorm(_LazyPerChannel):
+class _LazyBatchNorm(SingleSamplePolicy, _LazyPerChannel):
+    """``single_sample`` (keyword, normkit's; see :class:`normkit.nn.BatchNorm2d`) is set
+    before the first call and kept by the materialized layer."""
+
+    def __init__(
+        self,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        bias: bool = True,
+        single_sample: str = "error",
+    ) -> None:
+        super().__init__(eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
+        self.single_sample = single_sample
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + self._single_sample_repr()
+
     def _accepted_ranks(self) -> tuple[int, ...]:
         return self.cls_to_become._ranks  # type: ignore[attr-defined]
 
@@ -178,7 +200,7 @@ _DOC_TEMPLATE = """A :class:`torch.nn.{torch_name}` whose first call infers ``nu
     from the input's channel dim ({shapes}) and turns it into :class:`normkit.nn.{name}`.
 
     Arguments and defaults are torch's lazy module's: ``eps=1e-5, momentum=0.1,
-    affine=True, track_running_stats=True, bias=True``{note}. Before the first call
+    affine=True, track_running_stats=True, bias=True``{note}{policy}. Before the first call
     ``weight``, ``bias``, ``running_mean`` and ``running_var`` are uninitialized (move the
     module with ``.to(dtype/device)`` then, or load a state dict, which materializes them);
     the first call (a "dry run" under ``torch.no_grad()`` is enough) gives them ``C``
@@ -195,6 +217,10 @@ _DOC_TEMPLATE = """A :class:`torch.nn.{torch_name}` whose first call infers ``nu
         ('{name}', 3, (3,))
 """
 
+_BN_POLICY = (
+    ", and normkit's keyword ``single_sample`` (a training batch with one value per channel, "
+    "see :class:`normkit.nn.BatchNorm2d`)"
+)
 _IN_NOTE = " (unlike InstanceNorm's ``affine=False, track_running_stats=False``)"
 
 
@@ -203,6 +229,7 @@ class LazyBatchNorm1d(_LazyBatchNorm, nn.LazyBatchNorm1d):
         torch_name="LazyBatchNorm1d",
         name="BatchNorm1d",
         lazy_name="LazyBatchNorm1d",
+        policy=_BN_POLICY,
         shapes="``(N, C)`` or ``(N, C, L)``",
         note="",
         example="4, 3",
@@ -215,6 +242,7 @@ class LazyBatchNorm2d(_LazyBatchNorm, nn.LazyBatchNorm2d):
         torch_name="LazyBatchNorm2d",
         name="BatchNorm2d",
         lazy_name="LazyBatchNorm2d",
+        policy=_BN_POLICY,
         shapes="``(N, C, H, W)``",
         note="",
         example="4, 3, 2, 2",
@@ -227,6 +255,7 @@ class LazyBatchNorm3d(_LazyBatchNorm, nn.LazyBatchNorm3d):
         torch_name="LazyBatchNorm3d",
         name="BatchNorm3d",
         lazy_name="LazyBatchNorm3d",
+        policy=_BN_POLICY,
         shapes="``(N, C, D, H, W)``",
         note="",
         example="2, 3, 2, 2, 2",
@@ -239,6 +268,7 @@ class LazyInstanceNorm1d(_LazyInstanceNorm, nn.LazyInstanceNorm1d):
         torch_name="LazyInstanceNorm1d",
         name="InstanceNorm1d",
         lazy_name="LazyInstanceNorm1d",
+        policy="",
         shapes="``(N, C, L)`` or unbatched ``(C, L)``",
         note=_IN_NOTE,
         example="2, 3, 5",
@@ -251,6 +281,7 @@ class LazyInstanceNorm2d(_LazyInstanceNorm, nn.LazyInstanceNorm2d):
         torch_name="LazyInstanceNorm2d",
         name="InstanceNorm2d",
         lazy_name="LazyInstanceNorm2d",
+        policy="",
         shapes="``(N, C, H, W)`` or unbatched ``(C, H, W)``",
         note=_IN_NOTE,
         example="2, 3, 4, 4",
@@ -263,6 +294,7 @@ class LazyInstanceNorm3d(_LazyInstanceNorm, nn.LazyInstanceNorm3d):
         torch_name="LazyInstanceNorm3d",
         name="InstanceNorm3d",
         lazy_name="LazyInstanceNorm3d",
+        policy="",
         shapes="``(N, C, D, H, W)`` or unbatched ``(C, D, H, W)``",
         note=_IN_NOTE,
         example="2, 3, 2, 3, 3",

@@ -7,8 +7,10 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from normkit.functional import _validate as v
-from normkit.functional.sync_batch_norm import sync_batch_norm
+from normkit.functional.single_sample import one_value_per_channel
+from normkit.functional.sync_batch_norm import needs_sync, sync_batch_norm
 from normkit.nn._base import PerChannelLayer, check_per_channel_args
+from normkit.nn._single_sample import SingleSamplePolicy, single_sample_forward
 from normkit.nn.batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, batch_norm_forward
 
 
@@ -22,6 +24,11 @@ def sync_batch_norm_forward(
         # (track_running_stats=False).
         return batch_norm_forward(layer, input, mask)
     name = layer._check_input(input)
+    if layer._single_sample != "error" and mask is None and one_value_per_channel(input):
+        # A synchronized step counts the whole group's values (known after the collective):
+        # the policy applies where this process normalizes alone.
+        if not needs_sync(layer.process_group):
+            return single_sample_forward(layer, input, name)
     track = layer.track_running_stats
     return sync_batch_norm(
         input,
@@ -42,7 +49,7 @@ def sync_batch_norm_forward(
 torch.fx.wrap("sync_batch_norm_forward")
 
 
-class SyncBatchNorm(PerChannelLayer, nn.modules.batchnorm._BatchNorm):
+class SyncBatchNorm(SingleSamplePolicy, PerChannelLayer, nn.modules.batchnorm._BatchNorm):
     r"""Batch normalization synchronized over the processes of a torch.distributed group,
     a drop-in for :class:`torch.nn.SyncBatchNorm` that also runs on CPU (gloo).
 
@@ -75,6 +82,10 @@ class SyncBatchNorm(PerChannelLayer, nn.modules.batchnorm._BatchNorm):
         track_running_stats: keep running statistics. Default: True
         process_group: the group to synchronize over; ``None`` is the world. Default: None
         bias: learn beta (only with ``affine``). Default: True
+        single_sample: a batch with one value per channel where this process normalizes
+            alone (eval mode, no process group, a group of one): as
+            :class:`normkit.nn.BatchNorm2d`'s. A synchronized step counts the values of
+            the whole group; one value in all raises on every process. Default: "error"
 
     Shape:
         Input and output: ``(N, C, *)``.
@@ -102,6 +113,7 @@ class SyncBatchNorm(PerChannelLayer, nn.modules.batchnorm._BatchNorm):
         dtype: torch.dtype | None = None,
         *,
         bias: bool = True,
+        single_sample: str = "error",
     ) -> None:
         name = type(self).__name__
         check_per_channel_args(name, num_features, eps, momentum)
@@ -110,6 +122,10 @@ class SyncBatchNorm(PerChannelLayer, nn.modules.batchnorm._BatchNorm):
             num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias
         )
         self.process_group = process_group
+        self.single_sample = single_sample
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + self._single_sample_repr()
 
     def _check_input_dim(self, input: Tensor) -> None:
         v.check_min_rank(input, 2, self._layer_name(), "(N, C, *)")
@@ -132,7 +148,8 @@ class SyncBatchNorm(PerChannelLayer, nn.modules.batchnorm._BatchNorm):
         ``SyncBatchNorm``, normkit's ``BatchNorm1d/2d/3d`` and ``SyncBatchNorm``) by a
         normkit :class:`SyncBatchNorm` over ``process_group``, sharing its parameters and
         buffers, keeping its training flag (and ``qconfig``). Returns the converted module;
-        a BatchNorm passed in itself is returned as a new object, like torch's.
+        a BatchNorm passed in itself is returned as a new object, like torch's. A normkit
+        layer's ``single_sample`` policy carries over.
 
         BatchNorm variants with other semantics (renorm, ghost, fused activation, frozen)
         are left as they are.
@@ -147,6 +164,7 @@ class SyncBatchNorm(PerChannelLayer, nn.modules.batchnorm._BatchNorm):
                 module.track_running_stats,
                 process_group,
                 bias=module.bias is not None,
+                single_sample=getattr(module, "single_sample", "error"),
             )
             if module.affine:
                 with torch.no_grad():

@@ -8,6 +8,7 @@
     print(nk.tools.summary(model, (1, 3, 32, 32)))       # Keras-style table + norm health
     print(nk.tools.doctor(model, batch))                 # classic mistakes, with fixes
     with nk.tools.monitor(model) as mon: ...             # per-layer input statistics
+    nk.tools.set_single_sample_policy(model, "running_stats")   # batches of one value/channel
 
 Tools depend on :mod:`normkit.nn` and :mod:`normkit.functional` only.
 """
@@ -53,6 +54,7 @@ from normkit.tools.recalibrate import (
     recalibrate,
     recalibration,
 )
+from normkit.tools.single_sample import SingleSamplePolicyError, set_single_sample_policy
 from normkit.tools.summary import LayerRow, NormRow, Summary, SummaryError, count_params, summary
 
 __all__ = [
@@ -77,6 +79,7 @@ __all__ = [
     "PopulationVariance",
     "RecalibrationReport",
     "Record",
+    "SingleSamplePolicyError",
     "Summary",
     "SummaryError",
     "convert",
@@ -102,6 +105,7 @@ __all__ = [
     "recalibration",
     "register_converter",
     "replace_modules",
+    "set_single_sample_policy",
     "summary",
     "to_keras",
     "to_keras_config",

@@ -29,6 +29,12 @@ function of ``C``) to choose otherwise. GroupNorm has no running statistics: the
 model normalizes each sample by itself, so outputs change and the model usually needs
 fine-tuning; the BN's running statistics are kept aside so ``"original"`` can restore it.
 
+A normkit layer's ``single_sample`` policy (a training batch with one value per channel)
+carries over to its normkit replacement; torch's layers have no such option, so
+``"torch"`` drops it, with a note in the report and a :class:`ConversionWarning` (the
+torch layer raises where the normkit one did not); ``"frozen"`` and ``"group"`` note that
+their layers need none. From torch the policy is the default, torch's error.
+
 Everything but the replaced layers is untouched; by default the model is deep-copied first
 (``inplace=True`` converts in place). Each new layer keeps its predecessor's device, dtype,
 train/eval flag and ``requires_grad`` flags. A lossy conversion records the original
@@ -64,6 +70,7 @@ from normkit.tools._walk import (
 )
 from normkit.tools.freeze import transfer_freeze
 from normkit.tools.fuse import fuse_activations, unfuse_markers
+from normkit.tools.single_sample import carry_single_sample, policy_of
 
 ORIGIN_ATTR = "_normkit_origin"
 _PLAIN_BN = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d")
@@ -151,6 +158,8 @@ def ctor_kwargs(module: nn.Module) -> dict[str, Any]:
         }
         if type(module).__name__ == "SyncBatchNorm":
             kw["process_group"] = getattr(module, "process_group", None)
+        if policy_of(module) != "error":  # normkit's option: only its classes take it
+            kw["single_sample"] = policy_of(module)
         return kw | _bias_kw(module, module.affine)
     if kind == "layer":
         kw = {
@@ -555,6 +564,7 @@ def convert(
 
     # Build every replacement first, so a failure leaves the model unchanged.
     built: dict[int, nn.Module] = {}
+    dropped: list[str] = []  # layers whose single_sample policy the replacement lacks
     for name, module in root.named_modules():
         if predicate(name, module) and id(module) not in built:
             try:
@@ -566,17 +576,43 @@ def convert(
             note = {"exact": "", "eval": "same eval output", "no": "outputs change"}[
                 target.preserves
             ]
+            carried = carry_single_sample(module, new)
+            if carried is not None:
+                note = f"{note}; {carried[0]}" if note else carried[0]
+                if carried[1]:
+                    dropped.append(name or "<root>")
             report.replaced.append(
                 Replacement(name, type(module).__name__, type(new).__name__, note)
             )
     root = replace_modules(root, predicate, lambda name, module: built[id(module)])
     if to == "normkit":
         if fuse:
+            policies = {n: policy_of(m) for n, m in root.named_modules()}
             root, report.fused = fuse_activations(root, include)
+            _carry_into_fused(root, report, policies)
         _report_left(root, report, include)
         if report.skipped and not quiet:
             warnings.warn(report.left_summary(), ConversionWarning, stacklevel=2)
+    if dropped and not quiet:
+        warnings.warn(
+            f"convert(to={to!r}): the single_sample policy of {len(dropped)} layer(s) "
+            f"({', '.join(dropped[:5])}{', ...' if len(dropped) > 5 else ''}) was dropped: "
+            "their replacements have no such option and raise on a training batch with one "
+            "value per channel",
+            ConversionWarning,
+            stacklevel=2,
+        )
     return (root, report) if return_report else root
+
+
+def _carry_into_fused(root: nn.Module, report: ConvertReport, policies: dict[str, str]) -> None:
+    """A fused BatchNormAct keeps the single_sample policy of the BatchNorm it replaced
+    (``policies``: each module's before fusing; ``fuse_activations`` builds the fused layer
+    from the constructor arguments torch's BatchNorm has)."""
+    modules = dict(root.named_modules())
+    for pair in report.fused:
+        if policies.get(pair.norm, "error") != "error":
+            modules[pair.norm].single_sample = policies[pair.norm]
 
 
 def _report_left(root: nn.Module, report: ConvertReport, include) -> None:

@@ -14,6 +14,7 @@ code                        what
 ``train-mode``              model in training mode (at inference BN would use batch stats)
 ``bn-training-in-eval``     a BN left in training mode inside an eval-mode model
 ``small-batch``             too few samples / values per channel in the example batch
+``single-sample``           a loader batch of 1 sample gives a BN one value per channel
 ``never-trained``           running statistics never updated (still mean 0, var 1)
 ``keras-momentum``          momentum >= 0.5: Keras's decay (0.99) copied into torch's factor
 ``nonfinite-stats``         NaN/Inf or negative running statistics
@@ -26,6 +27,10 @@ code                        what
 ``no-norm-layers``          no normalization layer at all
 ==========================  ==================================================================
 
+``single-sample`` needs the ``loader`` (its sizes: ``len(sampler)``, ``batch_size``,
+``drop_last``; it is never iterated) and the example batch (which layers see one value per
+channel per sample); without a loader nothing is guessed.
+
 The example batch is used read-only: the train-mode measurement runs on a deep copy in
 which only the BatchNorm layers are in training mode (Dropout off), so the gap measures
 the normalization alone. Thresholds are arguments of :func:`doctor`.
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -43,6 +49,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.conv import _ConvNd
 
+from normkit.functional.single_sample import SingleSampleWarning
 from normkit.tools._graph import ModuleGraph, module_graph
 from normkit.tools._inputs import make_inputs, run_model
 from normkit.tools._report import rich_table, text_table, use_rich
@@ -54,6 +61,7 @@ from normkit.tools._walk import (
     norm_kind,
 )
 from normkit.tools.freeze import is_frozen
+from normkit.tools.single_sample import policy_of
 
 SEVERITIES = ("error", "warning", "info")
 
@@ -187,6 +195,23 @@ class Context:
     running: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
     gap: float | None = None
     train_error: str | None = None
+    loader: LoaderSizes | None = None
+
+    def example_batch_size(self) -> int | None:
+        """The example's batch size (its first tensor's dim 0)."""
+        if self.example is None:
+            return None
+        args, kwargs = self.example
+        tensors = _flat_tensors([*args, *kwargs.values()])
+        return int(tensors[0].shape[0]) if tensors and tensors[0].dim() > 0 else None
+
+    def values_per_sample(self, name: str) -> int | None:
+        """Values per channel a BN gets per sample of the model's input: its count on the
+        example divided by the example's batch size (None when it does not divide)."""
+        batch, size = self.example_batch_size(), self.batch_sizes.get(name)
+        if not batch or size is None or size[1] % batch:
+            return None
+        return size[1] // batch
 
     def label(self, name: str) -> str:
         return f"{name or '<root>'} ({type(self.modules[name]).__name__})"
@@ -195,6 +220,41 @@ class Context:
         for name, module in self.modules.items():
             if is_batch_norm(module):
                 yield name, module
+
+
+@dataclass(frozen=True)
+class LoaderSizes:
+    """A DataLoader's epoch: ``samples`` in ``batches`` of ``batch_size``, the last one of
+    ``last`` samples (``drop_last`` drops a short one); ``known=False`` when the loader does
+    not tell (an IterableDataset, a custom ``batch_sampler``, no automatic batching)."""
+
+    known: bool
+    samples: int = 0
+    batch_size: int = 0
+    last: int = 0
+    drop_last: bool = False
+
+    def describe(self) -> str:
+        return f"{self.samples} samples, batch_size={self.batch_size}, drop_last={self.drop_last}"
+
+
+def loader_sizes(loader: Any) -> LoaderSizes:
+    """The batch sizes a map-style ``torch.utils.data.DataLoader`` (or any object with a
+    ``batch_sampler`` holding ``batch_size``, ``drop_last`` and a sized ``sampler``) gives
+    in one epoch, read from its attributes: the loader is not iterated."""
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    batch_size = getattr(batch_sampler, "batch_size", None)
+    sampler = getattr(batch_sampler, "sampler", None)
+    if not isinstance(batch_size, int) or batch_size < 1 or sampler is None:
+        return LoaderSizes(False)
+    try:
+        samples = len(sampler)
+    except TypeError:
+        return LoaderSizes(False)
+    drop_last = bool(getattr(batch_sampler, "drop_last", False))
+    rest = samples % batch_size
+    last = batch_size if rest == 0 or drop_last else rest
+    return LoaderSizes(True, samples, batch_size, last, drop_last)
 
 
 Check = Callable[[Context], Iterator[Finding]]
@@ -267,8 +327,27 @@ def _small_batch(ctx: Context) -> Iterator[Finding]:
     min_batch = int(ctx.options["min_batch"])
     min_values = int(ctx.options["min_values_per_channel"])
     for name, (batch, values) in ctx.batch_sizes.items():
-        if values <= 1:
+        fix = (
+            "use larger batches if this is your training batch size; otherwise "
+            "nk.tools.convert(model, 'group') (GroupNorm, batch-independent) or 'renorm' "
+            "(BatchRenorm)"
+        )
+        policy = policy_of(ctx.modules[name])
+        if values <= 1 and policy != "error":
+            severity = "warning"
+            why = (
+                f"with single_sample={policy!r} such a training batch does not fail, but it "
+                "updates no running statistics: a model trained only on such batches never "
+                "learns them"
+            )
+        elif values <= 1:
             severity, why = "error", "training fails (torch needs more than 1 value per channel)"
+            fix += (
+                "; if only some batches are this small (the last batch of an epoch, a "
+                "summary pass): DataLoader(drop_last=True), or single_sample='running_stats' "
+                "(nk.tools.set_single_sample_policy(model, 'running_stats') on normkit "
+                "layers), see docs/single_sample.md"
+            )
         elif batch < min_batch or values < min_values:
             severity = "warning"
             rel = math.sqrt(2 / max(values - 1, 1))
@@ -284,10 +363,77 @@ def _small_batch(ctx: Context) -> Iterator[Finding]:
             ctx.label(name),
             f"the example batch gives {batch} sample(s) and {values} value(s) per channel "
             f"(thresholds: {min_batch} samples, {min_values} values): {why}",
-            "use larger batches if this is your training batch size; otherwise "
-            "nk.tools.convert(model, 'group') (GroupNorm, batch-independent) or 'renorm' "
-            "(BatchRenorm)",
+            fix,
         )
+
+
+@check("single-sample")
+def _single_sample(ctx: Context) -> Iterator[Finding]:
+    sizes = ctx.loader
+    if sizes is None:
+        return
+    if not sizes.known:
+        yield Finding(
+            "single-sample",
+            "info",
+            "<loader>",
+            "not measured: the loader does not tell its batch sizes (an IterableDataset, a "
+            "custom batch_sampler, or batch_size=None)",
+            "check that no training batch has a single sample where a BatchNorm sees one "
+            "value per sample (a BatchNorm1d after global pooling or on (N, C) features)",
+        )
+        return
+    every = sizes.batch_size == 1
+    if not every and sizes.last != 1:
+        return
+    which = (
+        "every batch of the loader has 1 sample"
+        if every
+        else "the loader's last batch has 1 sample"
+    )
+    if ctx.example is None:
+        yield Finding(
+            "single-sample",
+            "info",
+            "<loader>",
+            f"{which} ({sizes.describe()}); without an example batch doctor cannot tell "
+            "which BatchNorm layers then see one value per channel",
+            "pass example_batch (a training-size batch) to name the layers",
+        )
+        return
+    for name, module in ctx.batch_norms():
+        if is_frozen(module) or policy_of(module) != "error":
+            continue
+        if ctx.values_per_sample(name) != 1:
+            continue
+        evidence = (
+            f"{which} ({sizes.describe()}), and this layer gets one value per channel per "
+            f"sample (on the example, {ctx.batch_sizes[name][1]} values for "
+            f'{ctx.example_batch_size()} samples): in training that batch raises "Expected '
+            'more than 1 value per channel"'
+        )
+        if every:
+            fix = (
+                "BatchNorm learns nothing from one value per channel: use larger batches, or "
+                "a batch-independent norm (nk.tools.convert(model, 'group'), LayerNorm)"
+            )
+        elif not getattr(module, "track_running_stats", True):
+            fix = (
+                "DataLoader(..., drop_last=True); this layer keeps no running statistics "
+                "(track_running_stats=False) for single_sample='running_stats' to use"
+            )
+        else:
+            how = (
+                "nk.tools.set_single_sample_policy(model, 'running_stats')"
+                if type(module).__module__.startswith("normkit.")
+                else "nk.tools.convert(model, 'normkit'), then "
+                "nk.tools.set_single_sample_policy(model, 'running_stats')"
+            )
+            fix = (
+                "DataLoader(..., drop_last=True), or let that batch use the running "
+                f"statistics: single_sample='running_stats' ({how}; docs/single_sample.md)"
+            )
+        yield Finding("single-sample", "error", ctx.label(name), evidence, fix)
 
 
 @check("never-trained")
@@ -461,12 +607,18 @@ def _group_norm_groups(ctx: Context) -> Iterator[Finding]:
 def _batch_stats_in_eval(ctx: Context) -> Iterator[Finding]:
     for name, module in ctx.batch_norms():
         if not getattr(module, "track_running_stats", True):
+            alone = ""
+            if ctx.values_per_sample(name) == 1 and policy_of(module) == "error":
+                alone = (
+                    "; it gets one value per channel per sample, so a batch of one sample "
+                    "raises even in eval mode (single_sample='skip_update' would output beta)"
+                )
             yield Finding(
                 "batch-stats-in-eval",
                 "info",
                 ctx.label(name),
                 "track_running_stats=False: this BatchNorm uses batch statistics in eval mode "
-                "too, so an eval output depends on the other samples of its batch",
+                f"too, so an eval output depends on the other samples of its batch{alone}",
                 "keep it only if intended (e.g. test-time adaptation); otherwise "
                 "track_running_stats=True and nk.tools.recalibrate(model, batches)",
             )
@@ -570,7 +722,9 @@ def _measure(ctx: Context) -> None:
                 f"{type(exc).__name__}: {exc}"
             ) from exc
         try:
-            y_train = _flat_tensors(run_model(train_model, ctx.example))
+            with warnings.catch_warnings():  # a layer's skip_update policy: its own concern
+                warnings.simplefilter("ignore", SingleSampleWarning)
+                y_train = _flat_tensors(run_model(train_model, ctx.example))
         except Exception as exc:  # e.g. one value per channel
             ctx.train_error = f"{type(exc).__name__}: {exc}"
             return
@@ -587,6 +741,7 @@ def doctor(
     model: nn.Module,
     example_batch: Any = None,
     *,
+    loader: Any = None,
     checks: list[str] | None = None,
     max_gap: float = 0.1,
     max_mean_shift: float = 3.0,
@@ -600,7 +755,11 @@ def doctor(
         model: any module (torch.nn and normkit.nn layers); never modified.
         example_batch: a representative batch (tensor, tuple of inputs, dict of keyword
             inputs, or an input size such as ``(32, 3, 32, 32)``); without it the checks
-            that need data (small-batch, train-eval-gap, stats-mismatch) are skipped.
+            that need data (small-batch, single-sample, train-eval-gap, stats-mismatch)
+            are skipped.
+        loader: the training ``DataLoader`` (read, never iterated): a batch of one sample
+            in its epoch (the last one, with ``drop_last=False``) is checked against the
+            layers that then see one value per channel (``single-sample``).
         checks: run only these codes (see :data:`CHECKS`). Default: all
         max_gap: relative train/eval output difference reported. Default: 0.1
         max_mean_shift: running-std units of input-mean shift reported (and its square as
@@ -633,6 +792,8 @@ def doctor(
         "max_momentum": max_momentum,
     }
     ctx = Context(model, dict(model.named_modules()), module_graph(model), options)
+    if loader is not None:
+        ctx.loader = loader_sizes(loader)
     if example_batch is not None:
         ctx.example = make_inputs(example_batch, model, None, ValueError, "doctor")
         _measure(ctx)
