@@ -249,3 +249,19 @@ def test_a_traced_zoo_style_block_exposes_intermediate_features():
     feature = extractor(_x())[0]
     expected = model.stem[1](model.stem[0](_x()))
     assert_close(feature, expected)
+
+
+def test_torchs_convert_sync_batchnorm_replaces_normkit_layers_by_torchs():
+    """What docs/tools.md says: torch's converter takes any _BatchNorm, normkit's included, and
+    puts torch's SyncBatchNorm (torch's computation) in its place with the same state;
+    normkit's converter gives normkit's SyncBatchNorm."""
+    ours, _ = _pair()
+    by_torch = nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(ours))
+    by_normkit = nk.nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(ours))
+    torch_bns = [m for m in ours.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert torch_bns
+    assert sum(type(m) is nn.SyncBatchNorm for m in by_torch.modules()) == len(torch_bns)
+    assert sum(type(m) is nk.nn.SyncBatchNorm for m in by_normkit.modules()) == len(torch_bns)
+    for converted in (by_torch, by_normkit):
+        assert converted.state_dict().keys() == ours.state_dict().keys()
+        assert_close(converted.eval()(_x()), ours.eval()(_x()))
