@@ -94,6 +94,7 @@ class ConvertReport:
     replaced: list[Replacement] = field(default_factory=list)
     skipped: list[Replacement] = field(default_factory=list)
     fused: list = field(default_factory=list)  # FusedPair(norm, activation, act, residual)
+    not_fused: list = field(default_factory=list)  # NotFused(block, cls, reason)
 
     def __len__(self) -> int:
         return len(self.replaced)
@@ -114,6 +115,7 @@ class ConvertReport:
         rows = [(r.name, r.old, r.new, r.note) for r in self.replaced]
         rows += [(r.name, r.old, "(kept)", r.note) for r in self.skipped]
         rows += [(p.norm, _fused_from(p), f"act={p.act!r}", "fused") for p in self.fused]
+        rows += [(b.block, b.cls, "(not fused)", b.reason) for b in self.not_fused]
         if not rows:
             return head + " (no matching layer)"
         return head + "\n" + text_table(["layer", "from", "to", "note"], rows)
@@ -581,7 +583,8 @@ def convert(
     if to == "normkit":
         if fuse:
             root, report.fused = fuse_activations(root, include)
-            report.fused += fuse_blocks(root, include)
+            fused, report.not_fused = fuse_blocks(root, include)
+            report.fused += fused
         _report_left(root, report, include)
         if report.skipped and not quiet:
             warnings.warn(report.left_summary(), ConversionWarning, stacklevel=2)

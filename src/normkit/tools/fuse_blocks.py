@@ -81,7 +81,8 @@ _ARITHMETIC = {
 
 
 class FusionWarning(UserWarning):
-    """A fused block could not be fused again after loading; it computes unfused."""
+    """A block with a BatchNorm -> add/activation site could not be fused (``fuse_model``), or
+    a fused block could not be fused again after loading (it computes unfused)."""
 
 
 @dataclass(frozen=True)
@@ -152,30 +153,30 @@ def _simple_signature(block: nn.Module) -> bool:
     return all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params)
 
 
-def _trace(block: nn.Module) -> torch.fx.Graph | None:
-    """The block's forward as a graph, or None if it cannot be rewritten faithfully (see the
-    module docstring); the block is left exactly as it was."""
+def _trace(block: nn.Module) -> tuple[torch.fx.Graph | None, str]:
+    """The block's forward as a graph, or None and why it cannot be rewritten faithfully
+    (see the module docstring); the block is left exactly as it was."""
     if not _simple_signature(block):
-        return None
+        return None, "forward takes *args or **kwargs"
     snapshot = _snapshot(block)
     training = block.training
     codes = []
-    graph = None
+    graph, why = None, ""
     try:
         for mode in (True, False):
             block.training = mode
             graph = _BlockTracer().trace(block)
             codes.append(graph.python_code(root_module="self").src)
-    except Exception:  # anything FX cannot trace: leave the block alone
-        graph = None
+    except Exception as error:  # anything FX cannot trace: leave the block alone
+        graph, why = None, f"torch.fx cannot trace its forward ({type(error).__name__}: {error})"
     finally:
         block.training = training
     if not _unchanged(block, snapshot):
         _restore(block, snapshot)
-        return None
-    if graph is None or codes[0] != codes[1]:
-        return None
-    return graph
+        return None, "its forward sets attributes of the block"
+    if graph is not None and codes[0] != codes[1]:
+        return None, "its forward branches on self.training"
+    return graph, why
 
 
 def _augmented_assignments(code: types.CodeType) -> bool:
@@ -262,7 +263,13 @@ def _activation(node: Node, source: Node, modules: dict) -> tuple[str, str, bool
     return None
 
 
-def _find(graph: torch.fx.Graph, block: nn.Module) -> list[_Match]:
+def _users(node: Node) -> str:
+    return ", ".join("return" if u.op == "output" else u.name for u in node.users)
+
+
+def _find(graph: torch.fx.Graph, block: nn.Module, rejected: dict[str, str]) -> list[_Match]:
+    """The fusable sites; ``rejected`` gets why a BN followed by an add or an activation
+    is not one."""
     modules = dict(block.named_modules())
     occurrences = Counter(id(m) for _, m in block.named_modules(remove_duplicate=False))
     calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
@@ -270,16 +277,24 @@ def _find(graph: torch.fx.Graph, block: nn.Module) -> list[_Match]:
     matches = []
     for node in graph.nodes:
         norm = _plain_norm(node, modules)
-        if norm is None or calls[node.target] != 1 or occurrences[id(norm)] != 1:
+        if norm is None:
+            continue
+        name = str(node.target)
+        if calls[node.target] != 1 or occurrences[id(norm)] != 1:
+            rejected[name] = "called or registered at several places"
             continue
         if len(node.users) != 1:
+            if any(_residual_of(u, node) or _activation(u, node, modules) for u in node.users):
+                rejected[name] = f"its output has {len(node.users)} users ({_users(node)})"
             continue
         (user,) = node.users
         residual = _residual_of(user, node)
         if residual is not None:
             anchor = node if order[residual] < order[node] else user
             if anchor is user and len(node.args[0].users) != 1:
-                continue  # the BN would read its input after nodes that could change it
+                # the BN would read its input after nodes that could change it
+                rejected[name] = "its input is used again before the residual is computed"
+                continue
             found = (
                 _activation(next(iter(user.users)), user, modules) if len(user.users) == 1 else None
             )
@@ -412,30 +427,49 @@ def _candidate(module: nn.Module) -> bool:
     return any(type(m) in _BATCH_NORMS for m in module.modules())
 
 
+@dataclass(frozen=True)
+class NotFused:
+    """A block whose forward calls a plain BatchNorm that was not fused, and why."""
+
+    block: str  # qualified name ("" for the root)
+    cls: str
+    reason: str
+
+
 def fuse_block(
     block: nn.Module, accept: Callable[[BlockSite], bool] | None = None
 ) -> tuple[BlockSite, ...]:
     """Fuse the exact sites of ``block``'s own forward (those ``accept`` takes), in place;
     returns them (empty: the block is unchanged)."""
-    graph = _trace(block)
+    return _fuse_block(block, accept)[0]
+
+
+def _fuse_block(block: nn.Module, accept) -> tuple[tuple[BlockSite, ...], str]:
+    """The fused sites and why the block's other direct BatchNorms were not fused ("")."""
+    direct = [n for n, m in block.named_children() if type(m) in _BATCH_NORMS]
+    graph, why = _trace(block)
     if graph is None:
-        return ()
+        return (), why if direct else ""
     modules = dict(block.named_modules())
     if not _inplace_safe(graph, block, modules):
-        return ()
-    matches = [m for m in _find(graph, block) if accept is None or accept(m.site)]
-    if not matches:
-        return ()
-    _rewrite(graph, matches, block)
-    sites = tuple(m.site for m in matches)
-    block.__class__ = _fused_class(type(block), graph.python_code(root_module="self"), sites)
-    return sites
+        return (), "an augmented assignment (a += b) whose left side is not a fresh layer output"
+    rejected: dict[str, str] = {}
+    found = _find(graph, block, rejected)
+    matches = [m for m in found if accept is None or accept(m.site)]
+    why = "; ".join(f"{n}: {reason}" for n, reason in rejected.items() if n in direct)
+    if matches:
+        _rewrite(graph, matches, block)
+        code = graph.python_code(root_module="self")
+        block.__class__ = _fused_class(type(block), code, tuple(m.site for m in matches))
+    return tuple(m.site for m in matches), why
 
 
-def fuse_blocks(root: nn.Module, include=None) -> list[FusedPair]:
+def fuse_blocks(root: nn.Module, include=None) -> tuple[list[FusedPair], list[NotFused]]:
     """Fuse the sites of every block of ``root`` (in place); ``include(name, module)``, when
-    given, must accept the BN and the activation module of a site."""
-    pairs = []
+    given, must accept the BN and the activation module of a site. Returns the fused pairs
+    and the blocks that call a plain BatchNorm of their own that could not be fused (a site
+    ``include`` refused is not listed)."""
+    pairs, not_fused = [], []
     for name, module in list(root.named_modules()):
         if not _candidate(module):
             continue
@@ -448,10 +482,13 @@ def fuse_blocks(root: nn.Module, include=None) -> list[FusedPair]:
             names = [site.norm] + ([site.activation] if site.activation in modules else [])
             return all(include(prefix + n, modules[n]) for n in names)
 
-        for site in fuse_block(module, accept):
+        sites, why = _fuse_block(module, accept)
+        for site in sites:
             activation = prefix + site.activation if site.activation in modules else site.activation
             pairs.append(FusedPair(prefix + site.norm, activation, site.act, site.residual))
-    return pairs
+        if why:
+            not_fused.append(NotFused(name, type(module).__qualname__, why))
+    return pairs, not_fused
 
 
 def unfuse_blocks(root: nn.Module) -> nn.Module:
