@@ -245,6 +245,32 @@ class TwoUsersBlock(nn.Module):
         return torch.relu(out + x) + out.mean()
 
 
+class InPlaceOnInputBlock(nn.Module):
+    """``x += bn(conv(x))`` writes into the caller's tensor: FX would record ``x + ...``."""
+
+    def __init__(self, ns, c: int) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(c, c, 3, padding=1, bias=False), ns.BatchNorm2d(c)
+
+    def forward(self, x):
+        x += self.bn(self.conv(x))
+        return torch.relu(x)
+
+
+class TrainingBranchBlock(nn.Module):
+    """A forward whose graph depends on ``self.training``."""
+
+    def __init__(self, ns, c: int) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(c, c, 3, padding=1, bias=False), ns.BatchNorm2d(c)
+
+    def forward(self, x):
+        out = self.bn(self.conv(x))
+        if self.training:
+            out = out * 0.5
+        return torch.relu(out + x)
+
+
 def _pair(block_cls, c=4):
     torch.manual_seed(0)
     original = nn.Sequential(block_cls(nn, c), block_cls(nn, c)).double()
@@ -270,6 +296,12 @@ def test_fuse_model_refuses_a_model_it_cannot_fuse_and_says_why():
         nk.tools.fuse_model(ours)
     _, ours = _pair(TwoUsersBlock)
     with pytest.raises(nk.tools.FusionError, match=r"bn: its output has 2 users"):
+        nk.tools.fuse_model(ours)
+    _, ours = _pair(InPlaceOnInputBlock)
+    with pytest.raises(nk.tools.FusionError, match=r"augmented assignment"):
+        nk.tools.fuse_model(ours)
+    _, ours = _pair(TrainingBranchBlock)
+    with pytest.raises(nk.tools.FusionError, match=r"branches on self.training"):
         nk.tools.fuse_model(ours)
     original, _ = _pair(FunctionalBlock)
     with pytest.raises(nk.tools.FusionError, match=r"torch.nn's: nk.tools.convert"):
