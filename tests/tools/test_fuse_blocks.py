@@ -342,3 +342,19 @@ def test_zoo_models_other_than_resnets_convert_with_block_fusion_unchanged():
     fused, report = nk.tools.convert(original, "normkit", return_report=True)
     assert not any(p.residual for p in report.fused)
     _assert_same_steps(fused, original, _input(name), torch.float64, steps=1)
+
+
+@pytest.mark.parametrize("name", sorted(RESIDUAL_SITES))
+def test_fold_finds_every_conv_bn_pair_inside_fused_blocks(name):
+    """The graph tools read a fused call as a call of its BatchNorm: fold folds the same
+    pairs as in the unfused model, and the fused calls then run the folded steps."""
+    original = _model(name).eval()
+    x = _input(name)
+    unfused = nk.tools.convert(original, "normkit", fuse=False)
+    fused = nk.tools.convert(original, "normkit")
+    _, report_unfused = nk.tools.fold(unfused, example=x, return_report=True)
+    folded, report = nk.tools.fold(fused, example=x, return_report=True)
+    assert sorted(report.folded) == sorted(report_unfused.folded)
+    assert len(report.folded) == sum(isinstance(m, nn.BatchNorm2d) for m in original.modules())
+    with torch.no_grad():
+        assert_close(folded(x), original(x), torch.float64, what="folded", rtol=1e-9)

@@ -86,7 +86,8 @@ def fuse_activations(root: nn.Module, include=None) -> tuple[nn.Module, list[Fus
         if state is not None:
             fused = fused.to(device=state.device, dtype=state.dtype)
         plans[edge.producer] = remember_source(load_state(fused, norm), norm)
-        plans[edge.consumer] = normkit_class("FusedActivation")(act, into=edge.producer)
+        marker = normkit_class("FusedActivation")(act, into=edge.producer)
+        plans[edge.consumer] = marker.train(act.training)
         pairs.append(FusedPair(edge.producer, edge.consumer, name))
     root = replace_modules(root, lambda name, m: name in plans, lambda name, m: plans[name])
     return root, pairs
