@@ -42,6 +42,7 @@ from _harness import (
 )
 
 import normkit as nk
+from normkit.nn.fused_calls import norm_add_act
 
 TUNED_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "17179869184"}
 
@@ -58,14 +59,16 @@ class Case:
     build: Callable[[tuple[int, ...], str, str], Providers]
     goal: float | None = None
     layout: str = "NCHW"
+    traffic: tuple[int, int] = (2, 5)  # tensors of the input's size moved: fwd, fwd+bwd
 
     @property
     def min_bytes(self) -> int | None:
-        """Minimum bytes moved: read x + write y (fwd); + read x, grad, write dx (bwd)."""
+        """Minimum bytes moved: read x + write y (fwd); + read x, grad, write dx (bwd); a
+        residual add also reads the residual (fwd) and writes its gradient (bwd)."""
         if self.mode == "train step":
             return None
         nbytes = 4 * int(torch.Size(self.shape).numel())
-        return (5 if "bwd" in self.mode else 2) * nbytes
+        return self.traffic[1 if "bwd" in self.mode else 0] * nbytes
 
 
 # ---------------------------------------------------------------------------------------
@@ -161,6 +164,49 @@ def bn_act_builder(shape, mode, layout):
     unfused = torch.nn.Sequential(nk.nn.BatchNorm2d(channels), torch.nn.ReLU())
     x, grad = _input(shape, layout), _input(shape, layout)
     return {"torch": train_step(unfused, x, grad), "normkit": train_step(fused, x, grad)}
+
+
+class _BNAddReLU(torch.nn.Module):
+    """The end of a ResNet block, ``relu(bn(x) + residual)``: torch's way (BN, ``out +=
+    residual``, in-place ReLU, as torchvision's blocks) or one fused normkit call."""
+
+    def __init__(self, channels: int, fused: bool):
+        super().__init__()
+        self.bn = nk.nn.BatchNorm2d(channels) if fused else torch.nn.BatchNorm2d(channels)
+        self.fused = fused
+
+    def forward(self, x, residual):
+        if self.fused:
+            return norm_add_act(self.bn, x, residual, None, "relu")
+        out = self.bn(x)
+        out += residual
+        return torch.relu_(out)
+
+
+def bn_add_relu_builder(shape, mode, layout):
+    """Fused BN + residual add + ReLU (``nk.tools.fuse_model``'s call) vs torch's BN, ``+=``,
+    ``relu_``; in training the residual gets its gradient too."""
+    x, residual, grad = _input(shape, layout), _input(shape, layout), _input(shape, layout)
+    providers = {}
+    for side, fused in (("torch", False), ("normkit", True)):
+        block = _BNAddReLU(shape[1], fused)
+        if mode == "eval fwd":
+            block.eval()
+
+            def step(block=block):
+                with torch.no_grad():
+                    block(x, residual)
+
+        else:
+            leaves = (x.detach().requires_grad_(True), residual.detach().requires_grad_(True))
+
+            def step(block=block, leaves=leaves):
+                for leaf in leaves:
+                    leaf.grad = None
+                block(*leaves).backward(grad)
+
+        providers[side] = step
+    return providers
 
 
 def lab_cnn(input_shape: tuple[int, ...], norm: str) -> torch.nn.Module:
@@ -287,6 +333,11 @@ CASES: list[Case] = [
     Case("LayerNorm", (8192, 768), "train fwd+bwd", layer_builder("LayerNorm", (768,)), 1.2),
     Case("RMSNorm", (8192, 768), "train fwd+bwd", layer_builder("RMSNorm", (768,)), 2.5),
     Case("BNAct2d(relu) vs nk BN+ReLU", (32, 64, 56, 56), "train fwd+bwd", bn_act_builder, 1.3),
+    # BN + residual add + ReLU fused (nk.tools.fuse_model) vs torch BN, +=, relu_.
+    Case("fused BN+add+ReLU vs torch BN,+=,relu_", (32, 64, 56, 56), "train fwd+bwd",
+         bn_add_relu_builder, None, traffic=(3, 8)),
+    Case("fused BN+add+ReLU vs torch BN,+=,relu_", (32, 64, 56, 56), "eval fwd",
+         bn_add_relu_builder, None, traffic=(3, 8)),
     Case("small CNN (lab) step", (128, 1, 28, 28), "train step", cnn_builder, 1.2),
     Case("small CNN 1-D (MNIST-1D) step", (64, 1, 40), "train step", cnn_builder),
     # Masked BatchNorm1d, 30% padding (issue 12): vs gather + torch BN1d + scatter (goal
@@ -338,6 +389,8 @@ QUICK_CASES: list[Case] = [
     Case("RMSNorm", (512, 256), "train fwd+bwd", layer_builder("RMSNorm", (256,))),
     Case("masked BN1d 30% pad vs gather+BN+scatter", (8, 64, 100), "train fwd+bwd",
          masked_builder("gather")),
+    Case("fused BN+add+ReLU vs torch BN,+=,relu_", (8, 16, 28, 28), "train fwd+bwd",
+         bn_add_relu_builder, None, traffic=(3, 8)),
 ]  # fmt: skip
 
 

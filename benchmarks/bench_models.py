@@ -7,6 +7,9 @@ For each model (the zoo's "bench" size: CNNs at 16 x 3 x 112 x 112, transformers
 * providers, interleaved round by round: ``torch`` (the model as the libraries define it),
   ``normkit`` (``nk.tools.convert(model, "normkit")``), ``normkit+fold`` (eval, conv models:
   ``nk.tools.fold``), and with ``--compile`` ``compile(torch)`` / ``compile(normkit)``;
+  with ``--fuse``, ``normkit`` is split in two: ``normkit(unfused)`` (``convert(...,
+  fuse=False)``) and ``normkit+fuse`` (convert's default: BN + activation and BN + residual
+  add + ReLU fused, :func:`normkit.tools.fuse_model`), to see what fusion alone gives;
 * ratio = torch eager median / provider median (> 1: faster than torch eager);
 * norm share: the fraction of torch's own step spent in normalization ops (torch.profiler,
   self CPU time of the forward and backward kernels), its Amdahl ceiling ``1 / (1 - share)``
@@ -17,6 +20,7 @@ Rows are appended to ``benchmarks/results/models.csv`` with the machine.
 
     python benchmarks/bench_models.py                      # every model, eager
     python benchmarks/bench_models.py --compile --models resnet18 mobilenet_v2
+    python benchmarks/bench_models.py --fuse --models resnet18 resnet50
 """
 
 from __future__ import annotations
@@ -122,7 +126,7 @@ def _compiled(model):
     return torch.compile(model)
 
 
-def bench_model(name: str, compile_too: bool, repeats: int) -> list[dict]:
+def bench_model(name: str, compile_too: bool, repeats: int, fuse_split: bool = False) -> list[dict]:
     entry = ZOO[name]
     torch.manual_seed(0)
     theirs = entry.build("bench")
@@ -134,13 +138,17 @@ def bench_model(name: str, compile_too: bool, repeats: int) -> list[dict]:
     rows = []
     for mode in ("train", "eval"):
         models = {"torch": copy.deepcopy(theirs), "normkit": copy.deepcopy(ours)}
+        if fuse_split:
+            unfused = nk.tools.convert(theirs, "normkit", quiet=True, fuse=False)
+            models = {"torch": models["torch"], "normkit(unfused)": unfused,
+                      "normkit+fuse": models["normkit"]}  # fmt: skip
         for model in models.values():
             model.train(mode == "train")
         if mode == "eval" and entry.foldable:
             models["normkit+fold"] = nk.tools.fold(copy.deepcopy(ours).eval(), example=x)
         if compile_too:
             models["compile(torch)"] = _compiled(copy.deepcopy(models["torch"]))
-            models["compile(normkit)"] = _compiled(copy.deepcopy(models["normkit"]))
+            models["compile(normkit)"] = _compiled(copy.deepcopy(ours).train(mode == "train"))
         make = (
             (lambda m: _train_step(m, x, target))
             if mode == "train"
@@ -182,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="*", default=MODELS, choices=sorted(ZOO))
     parser.add_argument("--compile", action="store_true", help="also torch.compile both")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument(
+        "--fuse", action="store_true",
+        help="normkit without fusion and normkit+fuse (convert's default) as two columns",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     ecosystem.install()
     env = Environment()
@@ -189,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
           f"numba {env.numba}, {env.timestamp}, git {env.git_sha}")  # fmt: skip
     all_rows = []
     for name in args.models:
-        rows = bench_model(name, args.compile, args.repeats)
+        rows = bench_model(name, args.compile, args.repeats, args.fuse)
         all_rows += rows
         print_table(
             ["model", "mode", "provider", "ms", "vs torch", "norm share", "ceiling", "of ceiling"],

@@ -172,6 +172,77 @@ def update_running_stats(
 
 
 # ---------------------------------------------------------------------------------------
+# The end of a ResNet block: BatchNorm, a residual add and an activation as one op.
+#
+#     z   = y + r          # y: BatchNorm's output (batch or running statistics), r: residual
+#     out = act(z)         # act: relu or identity
+#
+# Backward, with ``g = dL/dout``: ``g_z = g * act'(z)`` (ReLU: ``g * [z > 0]``, zero at 0 as in
+# torch); ``dr = g_z``; ``dx``, ``dgamma``, ``dbeta`` are BatchNorm's backward of ``g_z``.
+
+
+def _residual_activation(z: Array, act: str) -> Array:
+    if act == "relu":
+        return np.maximum(z, 0)
+    if act == "identity":
+        return z
+    raise ValueError(f"act must be 'relu' or 'identity' after a residual add, got {act!r}")
+
+
+def batch_norm_add_act_train(
+    x: Array,
+    residual: Array,
+    gamma: Array | None = None,
+    beta: Array | None = None,
+    eps: float = 1e-5,
+    act: str = "relu",
+):
+    """``act(batch_norm_train(x) + residual)``; returns ``(out, mean, var)`` (biased ``var``)."""
+    y, mean, var = batch_norm_train(x, gamma, beta, eps)
+    return _residual_activation(y + residual, act), mean, var
+
+
+def batch_norm_add_act_eval(
+    x: Array,
+    residual: Array,
+    running_mean: Array,
+    running_var: Array,
+    gamma: Array | None = None,
+    beta: Array | None = None,
+    eps: float = 1e-5,
+    act: str = "relu",
+) -> Array:
+    """``act(batch_norm_eval(x) + residual)``."""
+    y = batch_norm_eval(x, running_mean, running_var, gamma, beta, eps)
+    return _residual_activation(y + residual, act)
+
+
+def batch_norm_add_act_backward(
+    g: Array,
+    out: Array,
+    x: Array,
+    gamma: Array | None = None,
+    eps: float = 1e-5,
+    act: str = "relu",
+    running_mean: Array | None = None,
+    running_var: Array | None = None,
+    has_beta: bool = True,
+):
+    """Backward of :func:`batch_norm_add_act_train` (or ``_eval`` when the running
+    statistics are given) from ``g = dL/dout``; returns ``(dx, dresidual, dgamma, dbeta)``.
+
+    For ReLU, ``out > 0`` exactly where ``z > 0``, so the mask is read from the output."""
+    g_z = g * (out > 0) if act == "relu" else g
+    if running_mean is None:
+        dx, dgamma, dbeta = batch_norm_train_backward(g_z, x, gamma, eps, has_beta)
+    else:
+        dx, dgamma, dbeta = batch_norm_eval_backward(
+            g_z, x, running_mean, running_var, gamma, eps, has_beta
+        )
+    return dx, g_z, dgamma, dbeta
+
+
+# ---------------------------------------------------------------------------------------
 # LayerNorm and RMSNorm: statistics per sample over the trailing normalized_shape.
 
 

@@ -183,9 +183,14 @@ def test_fusion_takes_exactly_the_exclusive_activation_modules():
     assert {p.norm for p in report.fused} == _norms_before_exclusive_activations(mobilenet)
     assert {p.act for p in report.fused} == {"relu6"}
     # torchvision's ResNet blocks call one shared ReLU twice (after bn1 and after the add):
-    # only the stem's BatchNorm, with its own ReLU, fuses.
+    # the stem's BatchNorm, with its own ReLU, fuses as modules; the blocks' sites fuse in
+    # their forwards (bn1 -> relu, bn2 -> add -> relu).
     _, report = nk.tools.convert(_model("resnet18"), "normkit", return_report=True)
-    assert [(p.norm, p.activation) for p in report.fused] == [("bn1", "relu")]
+    blocks = [f"layer{i}.0" for i in range(1, 5)]
+    assert [(p.norm, p.activation, p.residual) for p in report.fused] == [
+        ("bn1", "relu", False),
+        *((f"{b}.{bn}", f"{b}.relu", bn == "bn2") for b in blocks for bn in ("bn1", "bn2")),
+    ]
     unfused, report = nk.tools.convert(_model("densenet121"), "normkit", return_report=True,
                                        fuse=False)  # fmt: skip
     assert report.fused == [] and not any(

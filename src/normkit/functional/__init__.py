@@ -19,6 +19,7 @@ from normkit.functional.batch_free import (
 )
 from normkit.functional.batch_norm import batch_norm, instance_norm
 from normkit.functional.batch_norm_act import batch_norm_act
+from normkit.functional.batch_norm_add import batch_norm_add_act
 from normkit.functional.batch_renorm import batch_renorm
 from normkit.functional.frozen_batch_norm import frozen_batch_norm
 from normkit.functional.ghost_batch_norm import ghost_batch_norm
@@ -35,6 +36,7 @@ __all__ = [
     "SingleSampleWarning",
     "batch_norm",
     "batch_norm_act",
+    "batch_norm_add_act",
     "batch_renorm",
     "evo_norm_b0",
     "evo_norm_s0",

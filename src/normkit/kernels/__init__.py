@@ -12,6 +12,7 @@ from __future__ import annotations
 from normkit.kernels import (
     batch_free,
     batch_norm,
+    batch_norm_add,
     channel_norm,
     group_norm,
     masked,
@@ -30,6 +31,9 @@ KERNELS: dict[str, Entry] = {
     "bn_backward": batch_norm.bn_backward,
     "bn_eval_forward": batch_norm.bn_eval_forward,
     "bn_eval_backward": batch_norm.bn_eval_backward,
+    "bn_add_forward": batch_norm_add.bn_add_forward,
+    "bn_add_eval_forward": batch_norm_add.bn_add_eval_forward,
+    "bn_add_relu_backward": batch_norm_add.bn_add_relu_backward,
     "gn_forward": group_norm.gn_forward,
     "gn_backward": group_norm.gn_backward,
     "row_forward": row_norm.row_forward,

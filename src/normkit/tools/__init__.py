@@ -7,6 +7,7 @@
     nk.tools.freeze(model); nk.tools.unfreeze(model)     # fine-tuning: BN stats/affine fixed
     print(nk.tools.summary(model, (1, 3, 32, 32)))       # Keras-style table + norm health
     print(nk.tools.doctor(model, batch))                 # classic mistakes, with fixes
+    model = nk.tools.fuse_model(model)                   # BN+act, BN+add+ReLU (convert does it)
     with nk.tools.monitor(model) as mon: ...             # per-layer input statistics
     nk.tools.set_single_sample_policy(model, "running_stats")   # batches of one value/channel
 
@@ -41,6 +42,8 @@ from normkit.tools.fold import (
     fold_linear_bn,
 )
 from normkit.tools.freeze import freeze, frozen, is_frozen, unfreeze
+from normkit.tools.fuse_blocks import FusionWarning
+from normkit.tools.fusion import FusionError, FusionReport, fuse_model
 from normkit.tools.keras import KerasConversionError, from_keras, to_keras, to_keras_config
 from normkit.tools.monitor import Monitor, Record, monitor
 from normkit.tools.recalibrate import (
@@ -71,6 +74,9 @@ __all__ = [
     "Findings",
     "FoldError",
     "FoldReport",
+    "FusionError",
+    "FusionReport",
+    "FusionWarning",
     "KerasConversionError",
     "LayerRow",
     "Monitor",
@@ -95,6 +101,7 @@ __all__ = [
     "freeze",
     "from_keras",
     "frozen",
+    "fuse_model",
     "is_batch_norm",
     "is_frozen",
     "is_norm",

@@ -3,7 +3,9 @@
 Found by ``torch.fx`` symbolic tracing (norm layers and normkit modules are kept as leaves),
 with a fallback for models that do not trace (data-dependent control flow): the adjacency of
 the children of every ``nn.Sequential``. Used by :func:`normkit.tools.fold` (Conv -> BN
-pairs) and :func:`normkit.tools.doctor` (bias before BN, Dropout before BN).
+pairs) and :func:`normkit.tools.doctor` (bias before BN, Dropout before BN). In a fused block
+(:mod:`normkit.tools.fuse_blocks`) a fused call counts as a call of its BatchNorm with the
+call's input, so those tools see the same pairs as in the unfused model.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from dataclasses import dataclass, field
 import torch.fx
 from torch import nn
 
+from normkit.nn.fused_calls import norm_act, norm_add_act
 from normkit.tools._walk import is_norm
+
+_FUSED_CALLS = (norm_act, norm_add_act)
 
 
 @dataclass(frozen=True)
@@ -52,8 +57,28 @@ class _LeafTracer(torch.fx.Tracer):
         )
 
 
-def _describe(node: torch.fx.Node) -> str:
-    return str(node.target) if node.op == "call_module" else f"{node.op}:{node.name}"
+def _fused_norm(node: torch.fx.Node) -> str | None:
+    """The BatchNorm a fused call (``norm_act(bn, x, ...)``) computes: its module's name."""
+    if node.op == "call_function" and node.target in _FUSED_CALLS:
+        norm = node.args[0]
+        if isinstance(norm, torch.fx.Node) and norm.op == "get_attr":
+            return str(norm.target)
+    return None
+
+
+def _called_module(node: torch.fx.Node) -> str | None:
+    """The module ``node`` calls (a fused call: its BatchNorm), or None."""
+    return str(node.target) if node.op == "call_module" else _fused_norm(node)
+
+
+def _describe(node: torch.fx.Node, source: torch.fx.Node) -> str:
+    """How a user ``node`` of ``source`` is named: the module it calls with ``source``."""
+    if node.op == "call_module":
+        return str(node.target)
+    norm = _fused_norm(node)
+    if norm is not None and node.args[1] is source:
+        return norm
+    return f"{node.op}:{node.name}"
 
 
 def _flattens_leading_dims(node: torch.fx.Node) -> bool:
@@ -86,10 +111,12 @@ def _fx_graph(model: nn.Module) -> ModuleGraph:
     graph = _LeafTracer().trace(model)
     result = ModuleGraph("fx")
     for node in graph.nodes:
-        if node.op != "call_module":
+        consumer = _called_module(node)
+        if consumer is None:
             continue
-        result.calls[str(node.target)] += 1
-        source = node.args[0] if node.args else None
+        result.calls[consumer] += 1
+        first = 0 if node.op == "call_module" else 1  # a fused call: (bn, input, ...)
+        source = node.args[first] if len(node.args) > first else None
         via = None
         # Through a flatten of the leading dims, whose only user is this module.
         if (
@@ -99,12 +126,13 @@ def _fx_graph(model: nn.Module) -> ModuleGraph:
         ):
             via, source = source, source.args[0]
         if isinstance(source, torch.fx.Node) and source.op == "call_module":
+            producer = str(source.target)
             users = tuple(
-                str(node.target) if u is via else _describe(u)
+                consumer if u is via else _describe(u, source)
                 for u in source.users
                 if not _reads_shape_only(u, source)
             )
-            result.edges.append(Edge(str(source.target), str(node.target), users))
+            result.edges.append(Edge(producer, consumer, users))
     return result
 
 

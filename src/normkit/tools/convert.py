@@ -70,6 +70,7 @@ from normkit.tools._walk import (
 )
 from normkit.tools.freeze import transfer_freeze
 from normkit.tools.fuse import fuse_activations, unfuse_markers
+from normkit.tools.fuse_blocks import fuse_blocks, unfuse_blocks
 from normkit.tools.single_sample import carry_single_sample, policy_of
 
 ORIGIN_ATTR = "_normkit_origin"
@@ -99,7 +100,8 @@ class ConvertReport:
     target: str
     replaced: list[Replacement] = field(default_factory=list)
     skipped: list[Replacement] = field(default_factory=list)
-    fused: list = field(default_factory=list)  # FusedPair(norm, activation, act)
+    fused: list = field(default_factory=list)  # FusedPair(norm, activation, act, residual)
+    not_fused: list = field(default_factory=list)  # NotFused(block, cls, reason)
 
     def __len__(self) -> int:
         return len(self.replaced)
@@ -119,10 +121,16 @@ class ConvertReport:
         head = f"convert(to={self.target!r}): {len(self.replaced)} layer(s) replaced"
         rows = [(r.name, r.old, r.new, r.note) for r in self.replaced]
         rows += [(r.name, r.old, "(kept)", r.note) for r in self.skipped]
-        rows += [(p.norm, "+ " + p.activation, f"act={p.act!r}", "fused") for p in self.fused]
+        rows += [(p.norm, _fused_from(p), f"act={p.act!r}", "fused") for p in self.fused]
+        rows += [(b.block, b.cls, "(not fused)", b.reason) for b in self.not_fused]
         if not rows:
             return head + " (no matching layer)"
         return head + "\n" + text_table(["layer", "from", "to", "note"], rows)
+
+
+def _fused_from(pair) -> str:
+    steps = (["residual"] if pair.residual else []) + ([pair.activation] if pair.activation else [])
+    return "+ " + " + ".join(steps)
 
 
 # --------------------------------------------------------------------------- constructors
@@ -516,8 +524,10 @@ def convert(
         quiet: no :class:`ConversionWarning` for the layers ``"normkit"`` left as they are
             (the report lists them either way). Default: False
         fuse: with ``"normkit"``, also fuse each BatchNorm with the activation module that
-            alone consumes its output (:mod:`normkit.tools.fuse`; exact, same state dict;
-            ``"torch"`` undoes it). Default: True
+            alone consumes its output (:mod:`normkit.tools.fuse`), and inside blocks'
+            forwards BatchNorm -> residual add -> ReLU and BatchNorm -> shared or functional
+            activation (:mod:`normkit.tools.fuse_blocks`); exact, same state dict and
+            classes for ``isinstance``; ``"torch"`` undoes it. Default: True
         **options: target options: ``num_groups`` (int or ``f(C)``, group), ``rmax``,
             ``dmax``, ``warmup_steps`` (renorm), ``virtual_batch_size`` (ghost),
             ``process_group`` (sync), ``dim`` (rank for SyncBatchNorm sources).
@@ -557,7 +567,7 @@ def convert(
     report = ConvertReport(to)
     root = model if inplace else copy.deepcopy(model)
     if to == "torch":
-        root = unfuse_markers(root)
+        root = unfuse_blocks(unfuse_markers(root))
 
     def predicate(name: str, module: nn.Module) -> bool:
         return target.accepts(module) and (include is None or include(name or "", module))
@@ -590,6 +600,8 @@ def convert(
             policies = {n: policy_of(m) for n, m in root.named_modules()}
             root, report.fused = fuse_activations(root, include)
             _carry_into_fused(root, report, policies)
+            fused, report.not_fused = fuse_blocks(root, include)
+            report.fused += fused
         _report_left(root, report, include)
         if report.skipped and not quiet:
             warnings.warn(report.left_summary(), ConversionWarning, stacklevel=2)

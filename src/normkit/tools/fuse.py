@@ -10,9 +10,11 @@ children, where a module that appears once is called once). The activation's slo
 the marker hold state; BatchNormAct has BatchNorm's keys). An in-place activation
 (``ReLU(inplace=True)``) fuses too: the fused layer's output is already activated, fresh.
 
-Not fused: an activation module shared by several call sites (torchvision's ResNet blocks
-call one ``self.relu`` after a BatchNorm and after the residual add), an activation applied
-as a function in a block's forward (``F.relu(self.bn(x))``), BatchNorm3d (no BatchNormAct3d).
+Not fused here: an activation module shared by several call sites (torchvision's ResNet
+blocks call one ``self.relu`` after a BatchNorm and after the residual add), an activation
+applied as a function in a block's forward (``F.relu(self.bn(x))``), a residual add between
+the two, BatchNorm3d (no BatchNormAct3d). The call sites inside a block's forward, those
+included, are :mod:`normkit.tools.fuse_blocks`'s.
 """
 
 from __future__ import annotations
@@ -31,9 +33,14 @@ _FUSED_INTO = {"BatchNorm1d": "BatchNormAct1d", "BatchNorm2d": "BatchNormAct2d"}
 
 @dataclass(frozen=True)
 class FusedPair:
+    """A fused BatchNorm (qualified name), the activation fused with it (a module's name, a
+    function's, or ``""`` for none), the activation's name, and whether a residual add was
+    fused between the two (:mod:`normkit.tools.fuse_blocks`)."""
+
     norm: str
     activation: str
     act: str  # the fused activation's name
+    residual: bool = False
 
 
 def _fusable_norm(module: nn.Module) -> bool:
@@ -79,7 +86,8 @@ def fuse_activations(root: nn.Module, include=None) -> tuple[nn.Module, list[Fus
         if state is not None:
             fused = fused.to(device=state.device, dtype=state.dtype)
         plans[edge.producer] = remember_source(load_state(fused, norm), norm)
-        plans[edge.consumer] = normkit_class("FusedActivation")(act, into=edge.producer)
+        marker = normkit_class("FusedActivation")(act, into=edge.producer)
+        plans[edge.consumer] = marker.train(act.training)
         pairs.append(FusedPair(edge.producer, edge.consumer, name))
     root = replace_modules(root, lambda name, m: name in plans, lambda name, m: plans[name])
     return root, pairs
