@@ -5,7 +5,9 @@ The contract tests run with the default eps (1e-5), where ``sqrt(var) + eps``,
 ``sqrt(var + eps^2)`` or a dropped eps change the result by less than their tolerance. Here
 eps is of the order of the variance (0.7 against variances 0.25 and 4), so each of those
 mistakes moves the output and the gradients by tens of percent. Each shape below takes a
-different kernel (long NCHW planes, short planes as rows, channels_last, rows).
+different kernel path (long NCHW planes, short planes as rows, channels_last, rows), and
+one shape per op is large enough to run on two kernel threads (the kernels take other
+branches when a call has fewer groups or rows than threads).
 """
 
 from __future__ import annotations
@@ -17,11 +19,19 @@ import torch
 import normkit.functional as nkf
 from normkit import reference
 from tests.conftest import assert_close
+from tests.kernels.conftest import torch_threads
 
 EPS = 0.7
 F64 = torch.float64
 BACKENDS = ["numba", "torch"]
 SCALES = [0.5, 2.0]  # variance 0.25 (eps dominates) and 4 (the variance dominates)
+
+
+@pytest.fixture(autouse=True)
+def two_threads():
+    """Two torch (hence kernel) threads: a call over at least 2 * 32768 values splits."""
+    with torch_threads(2):
+        yield
 
 
 def _data(shape, scale, param_shape, seed=0):
@@ -45,10 +55,12 @@ def _check(y, inputs, y_ref, grads_ref, g):
 
 
 BN_SHAPES = [
+    pytest.param((2, 3, 12000), False, id="two-threads"),
     pytest.param((4, 3, 50), False, id="ncl-long-planes"),
     pytest.param((5, 3, 2, 3), False, id="short-planes"),
     pytest.param((3, 3, 4, 5), True, id="channels_last"),
     pytest.param((6, 3), False, id="no-length"),
+    pytest.param((24000, 3), False, id="no-length-two-threads"),
 ]
 
 
@@ -88,7 +100,7 @@ def test_batch_norm_eval_eps(backend, shape, channels_last, scale):
 
 
 @pytest.mark.parametrize("scale", SCALES)
-@pytest.mark.parametrize("shape", [(2, 3, 50), (3, 3, 2, 3)], ids=str)
+@pytest.mark.parametrize("shape", [(2, 3, 50), (3, 3, 2, 3), (1, 2, 40000)], ids=str)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_instance_norm_eps(backend, shape, scale):
     x, w, b, rng = _data(shape, scale, shape[1])
@@ -100,7 +112,9 @@ def test_instance_norm_eps(backend, shape, scale):
 
 
 @pytest.mark.parametrize("scale", SCALES)
-@pytest.mark.parametrize(("shape", "groups"), [((2, 6, 40), 2), ((3, 4, 2, 3), 4), ((2, 6), 3)])
+@pytest.mark.parametrize(
+    ("shape", "groups"), [((2, 6, 40), 2), ((3, 4, 2, 3), 4), ((2, 6), 3), ((1, 4, 20000), 1)]
+)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_group_norm_eps(backend, shape, groups, scale):
     x, w, b, rng = _data(shape, scale, shape[1])
@@ -111,7 +125,11 @@ def test_group_norm_eps(backend, shape, groups, scale):
     _check(y, (xt, wt, bt), reference.group_norm(x, groups, w, b, EPS), grads_ref, g)
 
 
-ROW_SHAPES = [pytest.param((5, 8), id="short-rows"), pytest.param((3, 2, 300), id="long-rows")]
+ROW_SHAPES = [
+    pytest.param((5, 8), id="short-rows"),
+    pytest.param((3, 2, 300), id="long-rows"),
+    pytest.param((2, 40000), id="two-threads"),
+]
 
 
 @pytest.mark.parametrize("scale", SCALES)
