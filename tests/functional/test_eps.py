@@ -61,6 +61,7 @@ BN_SHAPES = [
     pytest.param((3, 3, 4, 5), True, id="channels_last"),
     pytest.param((6, 3), False, id="no-length"),
     pytest.param((24000, 3), False, id="no-length-two-threads"),
+    pytest.param((1024, 96), False, id="wide-rows-two-threads"),  # column blocks per thread
 ]
 
 
@@ -70,7 +71,8 @@ BN_SHAPES = [
 def test_batch_norm_train_eps(backend, shape, channels_last, scale):
     x, w, b, rng = _data(shape, scale, shape[1])
     xt, wt, bt = _leaf(x, channels_last), _leaf(w), _leaf(b)
-    running_mean, running_var = torch.zeros(3, dtype=F64), torch.ones(3, dtype=F64)
+    c = shape[1]
+    running_mean, running_var = torch.zeros(c, dtype=F64), torch.ones(c, dtype=F64)
     y = nkf.batch_norm(
         xt, running_mean, running_var, wt, bt, training=True, eps=EPS, backend=backend
     )
@@ -88,8 +90,8 @@ def test_batch_norm_train_eps(backend, shape, channels_last, scale):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_batch_norm_eval_eps(backend, shape, channels_last, scale):
     x, w, b, rng = _data(shape, scale, shape[1])
-    running_mean = rng.standard_normal(3)
-    running_var = rng.uniform(0.1, 3.0, 3)
+    running_mean = rng.standard_normal(shape[1])
+    running_var = rng.uniform(0.1, 3.0, shape[1])
     xt, wt, bt = _leaf(x, channels_last), _leaf(w), _leaf(b)
     rm, rv = torch.from_numpy(running_mean), torch.from_numpy(running_var)
     y = nkf.batch_norm(xt, rm, rv, wt, bt, training=False, eps=EPS, backend=backend)

@@ -73,14 +73,17 @@ def arrays(draw, shape):
 def per_channel_shapes(draw, max_spatial_dims=3):
     """``(N, C, *spatial)``: small dims, or a last spatial dim making planes of 41 values
     (kernels take planes shorter than 40 as rows), or about 70000 values in all (two
-    threads)."""
+    threads), or wide ``(N, C)`` rows."""
     n, c = draw(SMALL), draw(SMALL)
     spatial = [draw(SMALL) for _ in range(draw(st.integers(0, max_spatial_dims)))]
-    size = draw(st.sampled_from(["small", "long planes", "two threads"]))
+    size = draw(st.sampled_from(["small", "long planes", "two threads", "wide rows"]))
     if size == "long planes":
         spatial = [*spatial[:-1], 41]
     elif size == "two threads":
         spatial = [1] * len(spatial[:-1]) + [70000 // (n * c) + 1]
+    elif size == "wide rows":  # (N, C) with C >= 64 on two threads: a column block each
+        c = draw(st.sampled_from([64, 96, 130]))
+        return (70000 // c + 1, c)
     return (n, c, *spatial)
 
 
