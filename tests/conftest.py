@@ -45,15 +45,10 @@ def _seed():
     torch.manual_seed(0)
 
 
-def backends_available() -> list[str]:
-    from normkit.backends import available
-
-    return available()
-
-
-@pytest.fixture(params=backends_available())
+@pytest.fixture(params=["numba", "torch"])
 def backend(request):
-    """Run a test once per backend that loads on this machine."""
+    """Run a test once per backend. Both must load here (numba is a core dependency): a
+    backend that does not load fails its tests instead of dropping out of them."""
     from normkit import use_backend
 
     with use_backend(request.param):
@@ -61,17 +56,18 @@ def backend(request):
 
 
 @pytest.fixture
-def fresh_compile():
-    """No on-disk compile caches: torch's AOT-autograd cache key does not cover a custom
-    op's registered backward, so a cache warmed by another version of normkit could replay
-    a stale backward graph."""
-    import torch._functorch.config as functorch_config
-    import torch._inductor.config as inductor_config
+def path(request):
+    """The call path (``tests.paths.CallPath``) a test runs on, given with
+    ``parametrize("path", [...], indirect=True)``: its backend forced and, when compiled,
+    Dynamo's caches fresh for the whole test."""
+    with request.param.active():
+        yield request.param
 
-    torch._dynamo.reset()
-    with (
-        functorch_config.patch(enable_autograd_cache=False),
-        inductor_config.patch(fx_graph_cache=False),
-    ):
+
+@pytest.fixture
+def fresh_compile():
+    """No graph from an earlier test and no on-disk compile caches (tests.paths)."""
+    from tests.paths import fresh_compile
+
+    with fresh_compile():
         yield
-    torch._dynamo.reset()

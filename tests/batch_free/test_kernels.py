@@ -8,11 +8,10 @@ import pytest
 import torch
 
 import normkit as nk
+import normkit.backends.numba_backend  # registers the ops; numba is a core dependency
 import normkit.functional as F
 from normkit import reference_batch_free as R
 from tests.conftest import assert_close
-
-pytest.importorskip("normkit.backends.numba_backend")
 from tests.kernels.conftest import torch_threads
 
 SHAPES = [

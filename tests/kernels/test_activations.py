@@ -7,15 +7,12 @@ below are what a dense grid measured, rounded up, and are no looser than torch's
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 import torch
 
-from tests.kernels.conftest import numba_backend  # noqa: F401  (skips without numba)
-
-numba = pytest.importorskip("numba")
-
-from normkit.kernels import _activations as acts  # noqa: E402
+from normkit.kernels import _activations as acts
 
 # Error bound per function, for the float32 approximation: |got - ref| <= rel * |ref| + abs.
 BOUNDS = {

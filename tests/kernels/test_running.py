@@ -131,3 +131,69 @@ def test_commit_refuses_exactly_the_non_finite_updates(dtype):
             poisoned = torch.full((64,), float("nan"), dtype=dtype)
             commit_running_stats(poisoned, var, None, new_mean, new_var, "L")
             torch.testing.assert_close(poisoned, new_mean, equal_nan=True, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------------------------
+# The branch-free form (statistics off the CPU: CUDA), run here on CPU data.
+
+
+class _OffCPU(torch.Tensor):
+    """A CPU tensor that reports ``is_cpu == False``: it takes the code path of CUDA
+    statistics (branch-free, no host synchronization, no warning) on this CPU-only machine."""
+
+    @property
+    def is_cpu(self) -> bool:
+        return False
+
+
+def _off_cpu(t):
+    return torch.Tensor._make_subclass(_OffCPU, t)
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_branch_free_update_follows_the_rule(momentum):
+    mean, var, (rm, rv) = _stats(torch.float32)
+    nbt = torch.tensor(4)
+    factor = momentum if momentum is not None else 1 / 5
+    want_m, want_v = _expected(rm, mean, factor), _expected(rv, var, factor, 10 / 9)
+    update(rm, rv, nbt, _off_cpu(mean), _off_cpu(var), 10.0, momentum, "bn")
+    torch.testing.assert_close(rm, want_m)
+    torch.testing.assert_close(rv, want_v)
+    assert int(nbt) == 5
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("where", ["mean", "var"])
+def test_branch_free_update_leaves_the_buffers_on_non_finite_statistics(bad, where):
+    mean, var, (rm, rv) = _stats(torch.float32)
+    (mean if where == "mean" else var)[3] = bad
+    before, nbt = (rm.clone(), rv.clone()), torch.tensor(4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning: it would need a host synchronization
+        update(rm, rv, nbt, _off_cpu(mean), _off_cpu(var), 10.0, None, "bn")
+    assert torch.equal(rm, before[0]) and torch.equal(rv, before[1]) and int(nbt) == 4
+
+
+commit = torch.ops.normkit.commit_running_stats
+
+
+@pytest.mark.parametrize("off_cpu", [False, True], ids=["cpu", "branch-free"])
+def test_commit_copies_finite_statistics_and_refuses_non_finite_ones(off_cpu):
+    """``commit_running_stats`` (the torch backend's guard): torch's kernel updated copies
+    of the buffers; they are copied in unless they became non-finite."""
+    wrap = _off_cpu if off_cpu else (lambda t: t)
+    mean, var, (rm, rv) = _stats(torch.float32)
+    nbt = torch.tensor(2)
+    commit(rm, rv, nbt, wrap(mean.clone()), wrap(var.clone()), "bn")
+    assert torch.equal(rm, mean) and torch.equal(rv, var) and int(nbt) == 3
+    poisoned = mean.clone()
+    poisoned[1] = float("nan")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        commit(rm, rv, nbt, wrap(poisoned), wrap(var * 2), "bn")
+    assert torch.equal(rm, mean) and torch.equal(rv, var) and int(nbt) == 3
+    assert [w.category for w in caught] == ([] if off_cpu else [NonFiniteStatisticsWarning])
+    # Running statistics that are already non-finite may be replaced (nothing to protect).
+    rm[0] = float("inf")
+    commit(rm, rv, nbt, wrap(poisoned), wrap(var * 2), "bn")
+    assert torch.isnan(rm[1]) and torch.equal(rv, var * 2) and int(nbt) == 4

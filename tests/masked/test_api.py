@@ -90,7 +90,6 @@ def test_half_precision_runs_on_the_torch_backend(dtype):
 
 
 def test_float32_cpu_runs_on_numba_when_it_loads():
-    pytest.importorskip("normkit.backends.numba_backend")
     x = torch.randn(4, 3, 8)
     assert backend_name(select("masked_batch_norm_train", x)) == "numba"
 

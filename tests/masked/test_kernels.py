@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+import normkit.backends.numba_backend  # noqa: F401  (registers the ops)
 from normkit import reference
 from normkit.backends import torch_masked
 from tests.conftest import assert_close
 from tests.masked._oracle import hole_mask, poison
 
-pytest.importorskip("normkit.backends.numba_backend")
 ops = torch.ops.normkit
 
 ACTS = ["identity", "relu", "leaky_relu", "silu", "gelu", "relu6", "hardswish"]

@@ -1,4 +1,4 @@
-"""NaN/Inf guard, empty batches, old checkpoints and whole-model checkpoints."""
+"""NaN/Inf guard of the functional API, empty batches, old checkpoints and whole-model checkpoints."""
 
 from __future__ import annotations
 
@@ -13,38 +13,12 @@ from normkit.functional import NonFiniteStatisticsWarning
 from tests.conftest import assert_close
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-def test_non_finite_batch_leaves_running_stats_and_warns(bad):
-    ours, theirs = nk.nn.BatchNorm2d(3), nn.BatchNorm2d(3)
-    x = torch.randn(4, 3, 5, 5)
-    ours(x)
-    theirs(x)
-    before = {k: v.clone() for k, v in ours.state_dict().items()}
-    x_bad = torch.randn(4, 3, 5, 5)
-    x_bad[1, 0, 2, 2] = bad
-    with pytest.warns(
-        NonFiniteStatisticsWarning, match=r"BatchNorm2d\(3\): the batch statistics are not finite"
-    ):
-        y = ours(x_bad)
-    y_ref = theirs(x_bad)  # torch: the output propagates NaN exactly like this ...
-    assert torch.equal(torch.isnan(y), torch.isnan(y_ref))
-    assert_close(y, y_ref, torch.float32)
-    for key, value in ours.state_dict().items():  # ... but normkit keeps its statistics
-        assert torch.equal(value, before[key]), key
-    assert not torch.isfinite(theirs.running_var).all()  # where torch's are poisoned
-
-
-def test_non_finite_guard_in_instance_norm_and_functional():
-    layer = nk.nn.InstanceNorm1d(2, track_running_stats=True)
-    x = torch.randn(3, 2, 6)
-    x[0, 1, 0] = float("nan")
-    with pytest.warns(NonFiniteStatisticsWarning, match=r"InstanceNorm1d\(2\)"):
-        layer(x)
-    assert torch.equal(layer.running_mean, torch.zeros(2))
+def test_non_finite_guard_in_functional_batch_norm(backend):
+    """(The guard on every layer kind and call path: tests/nn/test_paths.py.)"""
     rm, rv = torch.zeros(2), torch.ones(2)
-    with pytest.warns(NonFiniteStatisticsWarning, match="batch_norm"):
+    with pytest.warns(NonFiniteStatisticsWarning, match="batch_norm: the batch statistics"):
         nk.functional.batch_norm(torch.full((4, 2), float("inf")), rm, rv, training=True)
-    assert torch.equal(rv, torch.ones(2))
+    assert torch.equal(rm, torch.zeros(2)) and torch.equal(rv, torch.ones(2))
 
 
 def test_finite_batches_do_not_warn():

@@ -108,7 +108,15 @@ def test_tensorboard(tmp_path):
     with monitor(bn) as mon:
         bn(torch.randn(4, 2))
     mon.to_tensorboard(tmp_path / "tb")
-    assert any((tmp_path / "tb").iterdir())
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    (record,) = mon.records
+    for stat in ("mean", "std", "p15", "p50", "p85"):
+        (scalar,) = events.Scalars(f"norm/{record.layer}/{stat}")
+        assert scalar.step == record.step
+        assert scalar.value == pytest.approx(getattr(record, stat), rel=1e-6), stat
 
 
 def test_errors():

@@ -1,8 +1,4 @@
-"""The tools on normkit's BatchNorm variants (frozen, renorm, ghost, sync, fused activation).
-
-Each test needs its variant class in normkit.nn; until the variants are merged they skip
-(``test_convert.py::test_missing_variant_is_named`` covers the error path meanwhile).
-"""
+"""The tools on normkit's BatchNorm variants (frozen, renorm, ghost, sync, fused activation)."""
 
 from __future__ import annotations
 
@@ -17,11 +13,6 @@ from normkit.tools import ConversionError, convert, fold, recalibrate
 from normkit.tools.convert import ORIGIN_ATTR
 from tests.conftest import assert_close
 from tests.tools.models import ResNetish, mlp, randomize_norm_state
-
-
-def needs(*names):
-    missing = [n for n in names if not hasattr(nk.nn, n)]
-    return pytest.mark.skipif(bool(missing), reason=f"normkit.nn lacks {missing}")
 
 
 def _eval_out(model, x):
@@ -49,9 +40,6 @@ def _assert_same_state(a, b):
 )
 @pytest.mark.parametrize("case", ["resnet", "mlp"])
 def test_variant_targets_keep_eval_outputs_and_invert_exactly(ns, target, classes, options, case):
-    for name in classes:
-        if not hasattr(nk.nn, name):
-            pytest.skip(f"normkit.nn lacks {name}")
     model, x = (
         (randomize_norm_state(ResNetish(ns)), torch.randn(8, 3, 8, 8))
         if case == "resnet"
@@ -76,7 +64,6 @@ def test_variant_targets_keep_eval_outputs_and_invert_exactly(ns, target, classe
     assert_close(_eval_out(plain, x), _eval_out(model, x))
 
 
-@needs("SyncBatchNorm")
 def test_sync_on_one_process_equals_batchnorm_in_training():
     model = randomize_norm_state(ResNetish(nk.nn))
     synced = convert(model, "sync")
@@ -93,7 +80,6 @@ def test_sync_on_one_process_equals_batchnorm_in_training():
     assert type(convert(bare, "batchnorm", dim=3)) is nk.nn.BatchNorm3d
 
 
-@needs("FrozenBatchNorm2d")
 def test_frozen_details():
     bn = randomize_norm_state(nn.Sequential(nn.BatchNorm2d(4, affine=False)))[0]
     frozen = convert(bn, "frozen")
@@ -107,13 +93,11 @@ def test_frozen_details():
     assert nk.tools.norm_kind(frozen) == "frozen"
 
 
-@needs("GhostBatchNorm2d")
 def test_ghost_has_no_3d():
     with pytest.raises(ConversionError, match="not BatchNorm3d"):
         convert(nn.BatchNorm3d(2), "ghost")
 
 
-@needs("FrozenBatchNorm2d")
 def test_fold_frozen_batchnorm():
     model = randomize_norm_state(ResNetish(nn)).eval()
     frozen = convert(model, "frozen")
@@ -123,7 +107,6 @@ def test_fold_frozen_batchnorm():
     assert_close(_eval_out(folded, x), _eval_out(model, x))
 
 
-@needs("BatchNormAct2d")
 @pytest.mark.parametrize(
     ("act", "kept"),
     [("relu", nn.ReLU), ("identity", nn.Identity), ("silu", nn.SiLU), ("relu6", nn.ReLU6)],
@@ -144,7 +127,6 @@ def test_batchnorm_act_does_not_convert_to_plain_batchnorm():
         convert(relu, "batchnorm")
 
 
-@needs("BatchRenorm2d", "GhostBatchNorm2d", "SyncBatchNorm")
 @pytest.mark.parametrize("target", ["renorm", "ghost", "sync"])
 def test_recalibrate_and_freeze_variants(target):
     model = convert(ResNetish(nn), target)
@@ -162,7 +144,6 @@ def test_recalibrate_and_freeze_variants(target):
     assert stem.training
 
 
-@needs("SyncBatchNorm")
 def test_torch_sync_batchnorm_round_trip():
     model = randomize_norm_state(
         nn.Sequential(nn.Conv2d(3, 4, 1), nn.SyncBatchNorm(4, momentum=0.2))

@@ -93,17 +93,25 @@ def _rows_backward(g, x, dx, w, mean, var, eps, center, bounds, dw_parts, db_par
                 m = mean[rr]
                 sa = 0.0
                 sb = 0.0
+                sd = 0.0
                 for i in range(D):
-                    xh = (xr[i] - m) * rs
+                    d = xr[i] - m
                     gw = gr[i] * w[i]
                     sa += gw
-                    sb += gw * xh
-                    blk_w[i] += gr[i] * xh
-                    blk_b[i] += gr[i]
+                    sb += gw * (d * rs)
+                    sd += d
+                # The saved mean is rounded to the data type (float32 loses the residue the
+                # forward kept, R3); mean(x - m) restores it: x - m is exact for x near m,
+                # so x_hat = (x - m) * rstd - lo * rstd keeps float32 accuracy at large means.
+                lr = sd / D * rstd if center else 0.0
+                sb -= lr * sa
+                lrs = x.dtype.type(lr)
                 ca = x.dtype.type(sa / D) if center else x.dtype.type(0)
                 cb = x.dtype.type(sb / D)
                 for i in range(D):
-                    xh = (xr[i] - m) * rs
+                    xh = (xr[i] - m) * rs - lrs
+                    blk_w[i] += gr[i] * xh
+                    blk_b[i] += gr[i]
                     dxr[i] = rs * (gr[i] * w[i] - ca - xh * cb)
             for i in range(D):
                 acc_w[i] += blk_w[i]
