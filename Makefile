@@ -15,7 +15,7 @@ $(PY):
 
 $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,lab,onnx]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,lab,onnx,tensorboard]"
 	touch $(STAMP)
 
 # The lab's default experiment (BN paper Figure 1): prints the headline and the report path.
