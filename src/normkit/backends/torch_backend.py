@@ -47,6 +47,27 @@ def _cudnn() -> bool:
     return torch.backends.cudnn.enabled
 
 
+_IN_PLACE = {
+    "relu6": lambda y, slope: torch.nn.functional.relu6(y, inplace=True),
+    "leaky_relu": lambda y, slope: torch.nn.functional.leaky_relu_(y, slope),
+    "silu": lambda y, slope: torch.nn.functional.silu(y, inplace=True),
+    "hardswish": lambda y, slope: torch.nn.functional.hardswish(y, inplace=True),
+}
+
+
+def _activate_fresh(y: Tensor, act: str, negative_slope: float) -> Tensor:
+    """``act(y)`` on a fresh output nobody else holds: in place, as the models' own
+    ``ReLU(inplace=True)`` after torch's BatchNorm is, where autograd allows it (relu
+    always: its backward reads the result; the others only when no gradient is recorded)."""
+    if act == "identity":
+        return y
+    if act == "relu":
+        return torch.relu_(y)
+    if act in _IN_PLACE and not (y.requires_grad and torch.is_grad_enabled()):
+        return _IN_PLACE[act](y, negative_slope)
+    return activation(y, act, negative_slope)
+
+
 def _factor(momentum: float | None, num_batches_tracked: Tensor | None) -> float:
     if momentum is not None:
         return momentum
@@ -68,12 +89,12 @@ def batch_norm_train(
 ) -> Tensor:
     if running_mean is None and running_var is None:
         y = torch.batch_norm(x, weight, bias, None, None, True, 0.0, eps, _cudnn())
-        return activation(y, act, negative_slope)
+        return _activate_fresh(y, act, negative_slope)
     if x.numel() == 0:  # torch leaves the statistics and counts the batch
         y = torch.batch_norm(x, weight, bias, running_mean, running_var, True, 0.0, eps, False)
         if num_batches_tracked is not None:
             num_batches_tracked.add_(1)
-        return activation(y, act, negative_slope)
+        return _activate_fresh(y, act, negative_slope)
     channels = x.shape[1]
     # torch's kernel updates both buffers or neither, in place, and saves them for its
     # backward: it works on copies (a missing buffer is a scratch one), which
@@ -87,7 +108,7 @@ def batch_norm_train(
         running_var if running_var is not None else new_var,
         num_batches_tracked, new_mean, new_var, name,
     )  # fmt: skip
-    return activation(y, act, negative_slope)
+    return _activate_fresh(y, act, negative_slope)
 
 
 def batch_norm_eval(
@@ -101,7 +122,7 @@ def batch_norm_eval(
     negative_slope: float = 0.01,
 ) -> Tensor:
     y = torch.batch_norm(x, weight, bias, running_mean, running_var, False, 0.0, eps, _cudnn())
-    return activation(y, act, negative_slope)
+    return _activate_fresh(y, act, negative_slope)
 
 
 def instance_norm_train(
