@@ -59,14 +59,21 @@ def _check_against_eager(backend):
         g = torch.randn_like(y_eager)
         y_eager.backward(g)
         y_compiled.backward(g)
+        # The conv's bias feeds a BatchNorm: its exact gradient is 0 and what comes out is
+        # rounding noise, judged on the scale of the model's largest gradient.
+        scale = max(float(p.grad.abs().max()) for p in eager.parameters())
         for (name, a), (_, b) in zip(
             compiled_model.named_parameters(), eager.named_parameters(), strict=True
         ):
-            assert_close(a.grad, b.grad, torch.float32, what=f"grad {name}", rtol=1e-4)
+            assert_close(
+                a.grad, b.grad, torch.float32, what=f"grad {name}", rtol=1e-4, floor=scale
+            )
+    # A running mean behind another norm is ~0 (rounding noise): judged on the buffers' scale.
+    floor = max(float(b.abs().max()) for b in eager.buffers() if b.is_floating_point())
     for (name, a), (_, b) in zip(
         compiled_model.named_buffers(), eager.named_buffers(), strict=True
     ):
-        assert_close(a, b, torch.float32, what=name)
+        assert_close(a, b, torch.float32, what=name, floor=floor)
     before = {k: v.clone() for k, v in compiled_model.state_dict().items()}
     with pytest.raises(NormInputError, match=r"BatchNorm1d\(8\): the mask has no valid position"):
         compiled(torch.randn(4, 3, 9), torch.zeros(4, 9, dtype=torch.bool))

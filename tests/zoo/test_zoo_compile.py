@@ -27,9 +27,13 @@ MODELS = {
 }
 
 
+@pytest.mark.parametrize("backend", ["auto", "numba"])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_converted_model_compiles_to_one_graph(name, training):
+def test_converted_model_compiles_to_one_graph(name, training, backend):
+    """Automatic choice: torch's ops in the graph (the compiler fuses them), normkit's
+    running-statistics guard one op per BatchNorm in training. numba asked for by name: one
+    normkit forward op per layer."""
     torch.manual_seed(0)
     model = nk.tools.convert(ZOO[name].build("test"), "normkit", quiet=True).train(training)
     normkit_classes = {
@@ -37,12 +41,13 @@ def test_converted_model_compiles_to_one_graph(name, training):
     }
     assert normkit_classes >= MODELS[name]
     x = torch.randn(ZOO[name].input_shape("test"))
-    explanation = torch._dynamo.explain(model)(x)
+    with nk.use_backend(backend):
+        explanation = torch._dynamo.explain(model)(x)
     reasons = [f"{r.reason} at {r.user_stack[-1:]}" for r in explanation.break_reasons]
     assert explanation.graph_break_count == 0, reasons
     assert explanation.graph_count == 1
-    # The graph holds one normkit forward op per layer (inside the bodies of the traced
-    # autograd.Functions): the layers were traced, not skipped or run by torch's kernels.
+    # normkit's ops in the graph (also inside the bodies of traced autograd.Functions): the
+    # layers were traced, not skipped.
     calls = [
         str(node.target)
         for graph in explanation.graphs
@@ -52,4 +57,10 @@ def test_converted_model_compiles_to_one_graph(name, training):
         if node.op == "call_function" and str(node.target).startswith("normkit.")
     ]
     layers = [m for m in model.modules() if type(m).__name__ in MODELS[name]]
-    assert len([c for c in calls if "forward" in c]) == len(layers), calls
+    if backend == "numba":
+        assert len([c for c in calls if "forward" in c]) == len(layers), calls
+        return
+    assert not [c for c in calls if "forward" in c], calls
+    batch_norms = [m for m in layers if isinstance(m, torch.nn.BatchNorm2d)]
+    expected = len(batch_norms) if training else 0
+    assert len([c for c in calls if "commit_running_stats" in c]) == expected, calls

@@ -14,7 +14,11 @@ cannot take the input raises :class:`~normkit.config.BackendUnavailableError`.
 
 Automatic choice: ``"numba"`` where it supports the input and the input's size lies in the
 range where ``benchmarks/bench_crossover.py`` measured it faster for the op, dtype and layout
-(``crossover.json`` beside this module); ``"torch"`` otherwise. The decision is computed once per (op, device, dtype, layout, request) and cached;
+(``crossover.json`` beside this module); ``"torch"`` otherwise. While ``torch.compile``
+traces, the automatic choice is ``"torch"``: the compiler fuses torch's ops with the
+convolutions and activations around them, which an opaque kernel call prevents (measured
+whole-model: compiled training steps 0.80-0.92x of ``torch.compile`` of the torch model with
+normkit's kernels in the graph). Name a backend to compile normkit's kernels in. The decision is computed once per (op, device, dtype, layout, request) and cached;
 what remains per call is one dictionary lookup and a size comparison.
 """
 
@@ -49,6 +53,7 @@ _LOAD_FAILED: dict[str, str] = {}
 # (op, device type, dtype, layout, requested) -> (backend, fallback or "", min, max numel)
 _DECISIONS: dict[tuple, tuple[str, str, int, int | None]] = {}
 _CROSSOVER: dict[str, dict[str, dict[str, int]]] = {}
+_COMPILING = "auto, compiling"  # the automatic choice while torch.compile traces
 
 
 def register_backend(name: str, supports: Callable[[torch.dtype, str], bool], ops: dict) -> None:
@@ -122,6 +127,12 @@ def _decision(
 
 
 def _decide(op: str, device_type: str, dtype: torch.dtype, layout: str, requested: str | None):
+    if requested == _COMPILING:
+        # Under torch.compile, torch's ops enter the graph as what they are and the compiler
+        # fuses them with their neighbours; normkit's kernels would stay opaque calls between
+        # the fused regions (measured in benchmarks/bench_models.py --compile).
+        _load("torch")
+        return "torch", "", 0, None
     if requested is not None:
         if requested not in _MODULES:
             raise BackendUnavailableError(
@@ -152,6 +163,8 @@ def _decide(op: str, device_type: str, dtype: torch.dtype, layout: str, requeste
 def select(op: str, x: Tensor, backend: str | None = None) -> Callable:
     """The implementation of ``op`` for input ``x`` (see the module docstring)."""
     requested = requested_backend(backend)
+    if requested is None and torch.compiler.is_compiling():
+        requested = _COMPILING
     name, fallback, low, high = _decision(op, x.device.type, x.dtype, layout_of(x), requested)
     numel = x.numel()
     if numel < low or (high is not None and numel > high):

@@ -39,7 +39,7 @@ from torch import Tensor
 
 from normkit._shared import per_channel_format
 from normkit.backends import register_backend, torch_batch_free, torch_masked, torch_ops
-from normkit.backends.running import commit_running_stats
+from normkit.backends.running import commit_running_stats, running_stats_update
 from normkit.backends.torch_ops import activation
 
 
@@ -95,6 +95,11 @@ def batch_norm_train(
         if num_batches_tracked is not None:
             num_batches_tracked.add_(1)
         return _activate_fresh(y, act, negative_slope)
+    if momentum is None and torch.compiler.is_compiling():
+        return _cumulative_train_compiled(
+            x, weight, bias, running_mean, running_var, num_batches_tracked, eps, act,
+            negative_slope, name,
+        )  # fmt: skip
     channels = x.shape[1]
     # torch's kernel updates both buffers or neither, in place, and saves them for its
     # backward: it works on copies (a missing buffer is a scratch one), which
@@ -108,6 +113,31 @@ def batch_norm_train(
         running_var if running_var is not None else new_var,
         num_batches_tracked, new_mean, new_var, name,
     )  # fmt: skip
+    return _activate_fresh(y, act, negative_slope)
+
+
+def _cumulative_train_compiled(
+    x,
+    weight,
+    bias,
+    running_mean,
+    running_var,
+    num_batches_tracked,
+    eps,
+    act,
+    negative_slope,
+    name,
+) -> Tensor:
+    """momentum=None while torch.compile traces: the factor ``1 / (num_batches_tracked + 1)``
+    is data the graph cannot branch on, so the rule runs inside ``running_stats_update`` on
+    the batch statistics instead of inside torch's kernel."""
+    dims = [0, *range(2, x.dim())]
+    var, mean = torch.var_mean(x.detach(), dim=dims, correction=0)
+    y = torch.batch_norm(x, weight, bias, None, None, True, 0.0, eps, _cudnn())
+    count = x.numel() // x.shape[1]
+    running_stats_update(
+        running_mean, running_var, num_batches_tracked, mean, var, float(count), None, name
+    )
     return _activate_fresh(y, act, negative_slope)
 
 
