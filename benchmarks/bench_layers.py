@@ -284,6 +284,8 @@ def masked_builder(baseline: str) -> Callable[[tuple, str, str], Providers]:
             return {"torch": no_grad_forward(theirs, x), "normkit": no_grad_forward(ours, x)}
         return {"torch": train_step(theirs, x, grad), "normkit": train_step(ours, x, grad)}
 
+    return build
+
 
 def _timm_stand_ins():
     """The test zoo's faithful stand-ins of timm's classes (timm is not a dependency)."""
