@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -31,3 +34,14 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
 
 class NonFiniteStatisticsWarning(RuntimeWarning):
     """A training batch produced NaN/Inf statistics; the running statistics were kept."""
+
+
+def constant_under_compile(fn: Callable) -> Callable:
+    """``torch.compiler.assume_constant_result(fn)`` without importing Dynamo when it is not
+    imported yet: the public decorator imports ``torch._dynamo`` (about a second), which
+    ``import normkit`` must not cost. Dynamo's decorator only marks the function, so the
+    mark is set directly then (tests/test_compile.py checks Dynamo honours it)."""
+    if "torch._dynamo" in sys.modules:
+        return torch.compiler.assume_constant_result(fn)
+    fn._dynamo_marked_constant = True  # what torch._dynamo.assume_constant_result sets
+    return fn

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-import torch
+from normkit._shared import constant_under_compile
 
 ENV_VAR = "NORMKIT_BACKEND"
 AUTO = "auto"
@@ -33,7 +33,7 @@ class BackendUnavailableError(RuntimeError):
     """A backend asked for by name does not exist or cannot handle the given tensor."""
 
 
-@torch.compiler.assume_constant_result
+@constant_under_compile
 def _ambient_backend() -> str | None:
     # Read at trace time under torch.compile: a compiled graph keeps the backend it was
     # traced with (Dynamo cannot trace ContextVar.get).

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from normkit._shared import constant_under_compile
 from normkit.config import BackendUnavailableError, requested_backend
 
 _log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ def crossover(op: str, dtype: torch.dtype, layout: str) -> tuple[int, int | None
     return max(1, int(found["min"])), found["max"]
 
 
-@torch.compiler.assume_constant_result
+@constant_under_compile
 def _decision(
     op: str, device_type: str, dtype: torch.dtype, layout: str, requested: str | None
 ) -> tuple[str, str, int, int | None]:

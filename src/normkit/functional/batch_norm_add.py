@@ -7,9 +7,9 @@ import importlib
 import sys
 from collections.abc import Callable
 
-import torch
 from torch import Tensor
 
+from normkit._shared import constant_under_compile
 from normkit.backends import backend_name, select
 from normkit.functional import _validate as v
 
@@ -120,7 +120,7 @@ def normalize_add_per_channel(
     )
 
 
-@torch.compiler.assume_constant_result
+@constant_under_compile
 def _backend_module(bn_impl: Callable) -> str:
     """The module holding the fused op of the backend BatchNorm's ``bn_impl`` (what
     :func:`normkit.backends.select` returned) belongs to; imported on first use. Under

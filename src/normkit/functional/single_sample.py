@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from normkit._shared import constant_under_compile
 from normkit.backends import select
 from normkit.functional import _validate as v
 
@@ -96,7 +97,7 @@ def _user_stacklevel() -> int:
     return level
 
 
-@torch.compiler.assume_constant_result
+@constant_under_compile
 def _warn_while_tracing(message: str) -> bool:
     # Under torch.compile the branch is chosen while Dynamo traces, which cannot trace
     # warnings.warn; this runs then, once per compiled graph, outside the graph.
