@@ -65,9 +65,7 @@ def _check_against_eager(backend):
         for (name, a), (_, b) in zip(
             compiled_model.named_parameters(), eager.named_parameters(), strict=True
         ):
-            assert_close(
-                a.grad, b.grad, torch.float32, what=f"grad {name}", rtol=1e-4, floor=scale
-            )
+            assert_close(a.grad, b.grad, torch.float32, what=f"grad {name}", rtol=1e-4, floor=scale)
     # A running mean behind another norm is ~0 (rounding noise): judged on the buffers' scale.
     floor = max(float(b.abs().max()) for b in eager.buffers() if b.is_floating_point())
     for (name, a), (_, b) in zip(
