@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 import normkit.functional as nkf
 from normkit import reference
-from tests.conftest import assert_close
+from tests.conftest import RTOL, assert_close
 from tests.kernels.conftest import torch_threads
 
 SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
@@ -100,16 +100,23 @@ def _threads(shape) -> int:
     return threads
 
 
-def _check(rng, y, inputs, y_ref, grads_ref, g, what):
-    """Output and gradients against the reference, at the dtype's tolerance."""
+def _check(rng, y, inputs, y_ref, grads_ref, g, what, torch_grads=None):
+    """Output and gradients against the reference, at the dtype's tolerance. With
+    ``torch_grads`` (torch's own gradients for the same inputs), a gradient may also be off
+    by up to twice torch's own error: "at least as accurate as torch" where the input itself
+    limits float32 (a large mean with a tiny spread)."""
     assert y.dtype == rng.dtype, f"{what}: output dtype {y.dtype}"
     assert_close(y, torch.from_numpy(y_ref), rng.dtype, what=f"{what} output")
     grads = torch.autograd.grad(y, inputs, rng.tensor(g))
-    for name, got, want in zip(("input", "weight", "bias"), grads, grads_ref, strict=False):
-        assert_close(
-            got, torch.from_numpy(want), rng.dtype, what=f"{what} grad {name}",
-            floor=abs(g).max(),
-        )  # fmt: skip
+    for i, (name, got, want) in enumerate(
+        zip(("input", "weight", "bias"), grads, grads_ref, strict=False)
+    ):
+        want = torch.from_numpy(want)
+        floor = abs(g).max()
+        if torch_grads is not None:
+            torch_err = float((torch_grads[i].double() - want).abs().max())
+            floor = max(floor, 2 * torch_err / RTOL[rng.dtype])
+        assert_close(got, want, rng.dtype, what=f"{what} grad {name}", floor=floor)
 
 
 @SETTINGS
@@ -134,8 +141,13 @@ def test_batch_norm_train(data, shape, affine, eps):
     assert_close(rv, torch.from_numpy(expected_var), rng.dtype, what="running_var")
     g = rng.normal(shape)
     inputs = (xt, wt, bt) if affine else (xt,)
+    theirs = torch.nn.functional.batch_norm(xt, None, None, wt, bt, True, 0.3, eps)
+    torch_grads = torch.autograd.grad(theirs, inputs, rng.tensor(g))
     with torch_threads(_threads(shape)):
-        _check(rng, y, inputs, y_ref, reference.batch_norm_train_backward(g, x, w, eps), g, "train")
+        _check(
+            rng, y, inputs, y_ref, reference.batch_norm_train_backward(g, x, w, eps), g, "train",
+            torch_grads,
+        )  # fmt: skip
 
 
 @SETTINGS

@@ -42,12 +42,14 @@ def test_affine_smoke_and_the_gamma_zero_fixed_point(tmp_path):
     # gamma = beta... = identity at the start: learnable and affine=False networks agree at step 0.
     assert curves["learnable"][0] == curves["no affine"][0]
     assert learned["no affine"] == []
-    # With gamma = 0 no gamma ever gets a gradient: it stays exactly 0 whether learned or not,
-    # so both gamma = 0 variants compute the same numbers.
+    # With gamma = 0 no gamma gets a gradient in exact arithmetic (every BN output is the
+    # constant beta, so the next BN's input minus its batch mean is 0). In float32 that
+    # difference is the rounding of the mean, which x_hat scales by 1/sqrt(eps): torch's
+    # kernel (which small layers run) lets gamma drift by ~1e-5, not away from 0.
     for variant in ("gamma 0, beta 1", "gamma fixed at 0"):
         for layer in learned[variant]:
-            assert layer["gamma_p15"] == layer["gamma_p85"] == 0.0
-            assert layer["mean_abs_gamma_minus_1"] == 1.0
+            assert abs(layer["gamma_p15"]) < 1e-4 and abs(layer["gamma_p85"]) < 1e-4
+            assert layer["mean_abs_gamma_minus_1"] == pytest.approx(1.0, abs=1e-4)
     assert curves["gamma 0, beta 1"] == curves["gamma fixed at 0"]
     # The learnable gamma and beta do move away from 1 and 0.
     assert all(layer["mean_abs_gamma_minus_1"] > 0 for layer in learned["learnable"])
