@@ -47,25 +47,12 @@ def _cudnn() -> bool:
     return torch.backends.cudnn.enabled
 
 
-_IN_PLACE = {
-    "relu6": lambda y, slope: torch.nn.functional.relu6(y, inplace=True),
-    "leaky_relu": lambda y, slope: torch.nn.functional.leaky_relu_(y, slope),
-    "silu": lambda y, slope: torch.nn.functional.silu(y, inplace=True),
-    "hardswish": lambda y, slope: torch.nn.functional.hardswish(y, inplace=True),
-}
-
-
 def _activate_fresh(y: Tensor, act: str, negative_slope: float) -> Tensor:
     """``act(y)`` on a fresh output nobody else holds: in place, as the models' own
     ``ReLU(inplace=True)`` after torch's BatchNorm is, where autograd allows it (relu
     always: its backward reads the result; the others only when no gradient is recorded)."""
-    if act == "identity":
-        return y
-    if act == "relu":
-        return torch.relu_(y)
-    if act in _IN_PLACE and not (y.requires_grad and torch.is_grad_enabled()):
-        return _IN_PLACE[act](y, negative_slope)
-    return activation(y, act, negative_slope)
+    inplace = act == "relu" or not (y.requires_grad and torch.is_grad_enabled())
+    return activation(y, act, negative_slope, inplace=inplace)
 
 
 def _factor(momentum: float | None, num_batches_tracked: Tensor | None) -> float:
@@ -131,8 +118,7 @@ def _cumulative_train_compiled(
     """momentum=None while torch.compile traces: the factor ``1 / (num_batches_tracked + 1)``
     is data the graph cannot branch on, so the rule runs inside ``running_stats_update`` on
     the batch statistics instead of inside torch's kernel."""
-    dims = [0, *range(2, x.dim())]
-    var, mean = torch.var_mean(x.detach(), dim=dims, correction=0)
+    mean, var = torch_ops.batch_norm_stats(x.detach())
     y = torch.batch_norm(x, weight, bias, None, None, True, 0.0, eps, _cudnn())
     count = x.numel() // x.shape[1]
     running_stats_update(

@@ -57,22 +57,25 @@ def _channel(v: Tensor | None, acc: torch.dtype, x: Tensor) -> Tensor | None:
     return None if v is None else v.to(acc).reshape(-1, *(1,) * (x.dim() - 2))
 
 
-def activation(pre: Tensor, act: str, negative_slope: float = 0.01) -> Tensor:
-    """``act(pre)`` for the fused activations (gelu is the exact, erf-based one)."""
+def activation(
+    pre: Tensor, act: str, negative_slope: float = 0.01, inplace: bool = False
+) -> Tensor:
+    """``act(pre)`` for the fused activations (gelu is the exact, erf-based one); with
+    ``inplace``, written over ``pre`` where torch has an in-place form (not gelu)."""
     if act == "identity":
         return pre
     if act == "relu":
-        return torch.relu(pre)
+        return torch.relu_(pre) if inplace else torch.relu(pre)
     if act == "leaky_relu":
-        return F.leaky_relu(pre, negative_slope)
+        return F.leaky_relu(pre, negative_slope, inplace=inplace)
     if act == "silu":
-        return F.silu(pre)
+        return F.silu(pre, inplace=inplace)
     if act == "gelu":
         return F.gelu(pre)
     if act == "relu6":
-        return F.relu6(pre)
+        return F.relu6(pre, inplace=inplace)
     if act == "hardswish":
-        return F.hardswish(pre)
+        return F.hardswish(pre, inplace=inplace)
     raise ValueError(f"unknown activation {act!r}; expected one of {ACTIVATIONS}")
 
 
