@@ -80,21 +80,21 @@ def _kernel_ready(t: Tensor | None, dtype: torch.dtype) -> bool:
     return t is None or (t.dtype == dtype and t.is_cpu and t.dim() == 1 and t.is_contiguous())
 
 
+def _kernel_for(name: str, statistic: Tensor, *vectors: Tensor | None):
+    """The numba kernel ``name`` when ``statistic`` and every other ``vectors`` (None: an
+    absent buffer) are contiguous CPU vectors of one float32/float64 dtype, else None."""
+    dtype = statistic.dtype
+    if dtype not in (torch.float32, torch.float64):
+        return None
+    if not all(_kernel_ready(t, dtype) for t in (statistic, *vectors)):
+        return None
+    return _numba_kernel(name, dtype)
+
+
 def _lerp_if_finite(running_mean, running_var, batch_mean, batch_var, factor, bessel) -> bool:
-    dtype = batch_mean.dtype
-    kernel = (
-        _numba_kernel("running_update", dtype)
-        if dtype in (torch.float32, torch.float64)
-        and batch_var.dtype == dtype
-        and batch_mean.is_cpu
-        and batch_mean.is_contiguous()
-        and batch_var.is_contiguous()
-        and _kernel_ready(running_mean, dtype)
-        and _kernel_ready(running_var, dtype)
-        else None
-    )
+    kernel = _kernel_for("running_update", batch_mean, batch_var, running_mean, running_var)
     if kernel is not None:
-        empty = _NO_BUFFER[dtype]
+        empty = _NO_BUFFER[batch_mean.dtype]
         mean_a = empty if running_mean is None else running_mean.detach().numpy()
         var_a = empty if running_var is None else running_var.detach().numpy()
         stats = (batch_mean.detach().numpy(), batch_var.detach().numpy())
@@ -202,13 +202,7 @@ def _commit_impl(
             num_batches_tracked.add_(ok.to(num_batches_tracked.dtype))
         return
     # Refuse only an update that would turn finite running statistics non-finite.
-    dtype = new_mean.dtype
-    kernel = (
-        _numba_kernel("running_commit", dtype)
-        if dtype in (torch.float32, torch.float64)
-        and all(_kernel_ready(t, dtype) for t in (running_mean, running_var, new_mean, new_var))
-        else None
-    )
+    kernel = _kernel_for("running_commit", new_mean, new_var, running_mean, running_var)
     if kernel is not None:
         arrays = (running_mean.numpy(), running_var.numpy(), new_mean.numpy(), new_var.numpy())
         if not kernel(*arrays):
