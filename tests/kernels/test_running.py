@@ -104,33 +104,35 @@ def test_an_empty_batch_only_counts():
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
-def test_commit_refuses_exactly_the_non_finite_updates(dtype):
-    """commit_running_stats (numba kernel for float32/64, torch elsewhere): huge finite values
-    are committed; a NaN/Inf anywhere in the new values is refused while the buffers are
-    finite; buffers that already hold a NaN take any update."""
-    from normkit.backends.running import commit_running_stats
+def test_keep_finite_restores_exactly_the_non_finite_updates(dtype):
+    """keep_running_stats_finite (numba kernel for float32/64, torch elsewhere) after an
+    in-place update: huge finite values stay; a NaN/Inf anywhere in the updated buffers puts
+    the previous values back while those were finite; buffers that already held a NaN keep
+    any update."""
+    from normkit.backends.running import keep_running_stats_finite
 
     big = torch.finfo(dtype).max / 2
+    zeros, ones = torch.zeros(64, dtype=dtype), torch.ones(64, dtype=dtype)
     for bad in (float("nan"), float("inf"), -float("inf"), None):
         for where in (0, 63):
-            mean, var = torch.zeros(64, dtype=dtype), torch.ones(64, dtype=dtype)
-            nbt = torch.tensor(3)
-            new_mean, new_var = torch.full((64,), big, dtype=dtype), torch.zeros(64, dtype=dtype)
+            mean, var = torch.full((64,), big, dtype=dtype), torch.zeros(64, dtype=dtype)
             if bad is not None:
-                (new_var if where else new_mean)[where] = bad
+                (var if where else mean)[where] = bad
+            updated = (mean.clone(), var.clone())
+            nbt = torch.tensor(3)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                commit_running_stats(mean, var, nbt, new_mean, new_var, "L")
+                keep_running_stats_finite(mean, var, nbt, torch.cat((zeros, ones)), "L")
             if bad is None:
-                assert torch.equal(mean, new_mean) and torch.equal(var, new_var)
+                assert torch.equal(mean, updated[0]) and torch.equal(var, updated[1])
                 assert int(nbt) == 4 and not caught
             else:
-                assert torch.equal(mean, torch.zeros(64, dtype=dtype))
-                assert torch.equal(var, torch.ones(64, dtype=dtype))
+                assert torch.equal(mean, zeros) and torch.equal(var, ones)
                 assert int(nbt) == 3 and len(caught) == 1
-            poisoned = torch.full((64,), float("nan"), dtype=dtype)
-            commit_running_stats(poisoned, var, None, new_mean, new_var, "L")
-            torch.testing.assert_close(poisoned, new_mean, equal_nan=True, rtol=0, atol=0)
+            mean, var = updated[0].clone(), updated[1].clone()
+            poisoned = torch.cat((torch.full((64,), float("nan"), dtype=dtype), ones))
+            keep_running_stats_finite(mean, var, None, poisoned, "L")
+            torch.testing.assert_close(mean, updated[0], equal_nan=True, rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------------------------------
@@ -174,26 +176,29 @@ def test_branch_free_update_leaves_the_buffers_on_non_finite_statistics(bad, whe
     assert torch.equal(rm, before[0]) and torch.equal(rv, before[1]) and int(nbt) == 4
 
 
-commit = torch.ops.normkit.commit_running_stats
+keep_finite = torch.ops.normkit.keep_running_stats_finite
 
 
 @pytest.mark.parametrize("off_cpu", [False, True], ids=["cpu", "branch-free"])
-def test_commit_copies_finite_statistics_and_refuses_non_finite_ones(off_cpu):
-    """``commit_running_stats`` (the torch backend's guard): torch's kernel updated copies
-    of the buffers; they are copied in unless they became non-finite."""
+def test_keep_finite_keeps_finite_updates_and_restores_non_finite_ones(off_cpu):
+    """``keep_running_stats_finite`` (the torch backend's guard): torch's kernel updated the
+    buffers in place; the previous values come back if they became non-finite."""
     wrap = _off_cpu if off_cpu else (lambda t: t)
     mean, var, (rm, rv) = _stats(torch.float32)
     nbt = torch.tensor(2)
-    commit(rm, rv, nbt, wrap(mean.clone()), wrap(var.clone()), "bn")
+    before = torch.cat((rm, rv))
+    rm, rv = wrap(mean.clone()), wrap(var.clone())
+    keep_finite(rm, rv, nbt, wrap(before), "bn")
     assert torch.equal(rm, mean) and torch.equal(rv, var) and int(nbt) == 3
     poisoned = mean.clone()
     poisoned[1] = float("nan")
+    rm, rv = wrap(poisoned.clone()), wrap(var * 2)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        commit(rm, rv, nbt, wrap(poisoned), wrap(var * 2), "bn")
-    assert torch.equal(rm, mean) and torch.equal(rv, var) and int(nbt) == 3
+        keep_finite(rm, rv, nbt, wrap(before), "bn")
+    assert torch.equal(torch.cat((rm, rv)), before) and int(nbt) == 3
     assert [w.category for w in caught] == ([] if off_cpu else [NonFiniteStatisticsWarning])
-    # Running statistics that are already non-finite may be replaced (nothing to protect).
-    rm[0] = float("inf")
-    commit(rm, rv, nbt, wrap(poisoned), wrap(var * 2), "bn")
+    # Running statistics that were already non-finite keep the update (nothing to protect).
+    rm, rv = wrap(poisoned.clone()), wrap(var * 2)
+    keep_finite(rm, rv, nbt, wrap(torch.cat((poisoned, var))), "bn")
     assert torch.isnan(rm[1]) and torch.equal(rv, var * 2) and int(nbt) == 4

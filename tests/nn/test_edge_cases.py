@@ -115,3 +115,30 @@ def test_whole_model_checkpoint_loads_and_gives_the_same_outputs(direction, tmp_
         assert_close(target(x), source(x), torch.float32, what=mode)
     for key, value in source.state_dict().items():  # including the train-mode update
         assert_close(target.state_dict()[key], value, torch.float32, what=key)
+
+
+class _Doubled(nn.Module):
+    def forward(self, t):
+        return 2 * t
+
+
+@pytest.mark.parametrize("cls", ["BatchNorm2d", "BatchNormAct2d"])
+@pytest.mark.parametrize("training", [True, False])
+def test_parametrized_tensors_are_read_as_attributes(cls, training):
+    """The layers read their tensors from the parameter and buffer dicts; parametrized ones
+    (which leave those dicts for a property) must still be read, as torch's forward does."""
+    from torch.nn.utils import parametrize
+
+    x = torch.randn(4, 3, 5, 5)
+    layers = [nn.BatchNorm2d(3), getattr(nk.nn, cls)(3)]
+    for layer in layers:
+        if hasattr(layer, "act"):
+            layer.act = "identity"
+        layer.running_var.fill_(3.0)
+        parametrize.register_parametrization(layer, "weight", _Doubled())
+        if not training:
+            parametrize.register_parametrization(layer, "running_var", _Doubled())
+        layer.train(training)
+    theirs, ours = (layer(x) for layer in layers)
+    assert_close(ours, theirs, torch.float32)
+    assert_close(layers[1].running_mean, layers[0].running_mean, torch.float32)

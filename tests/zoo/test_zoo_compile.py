@@ -63,4 +63,4 @@ def test_converted_model_compiles_to_one_graph(name, training, backend):
     assert not [c for c in calls if "forward" in c], calls
     batch_norms = [m for m in layers if isinstance(m, torch.nn.BatchNorm2d)]
     expected = len(batch_norms) if training else 0
-    assert len([c for c in calls if "commit_running_stats" in c]) == expected, calls
+    assert len([c for c in calls if "keep_running_stats_finite" in c]) == expected, calls

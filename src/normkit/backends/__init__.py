@@ -166,7 +166,8 @@ def select(op: str, x: Tensor, backend: str | None = None) -> Callable:
     requested = requested_backend(backend)
     if requested is None and torch.compiler.is_compiling():
         requested = _COMPILING
-    name, fallback, low, high = _decision(op, x.device.type, x.dtype, layout_of(x), requested)
+    device_type = "cpu" if x.is_cpu else x.device.type  # x.device builds an object
+    name, fallback, low, high = _decision(op, device_type, x.dtype, layout_of(x), requested)
     numel = x.numel()
     if numel < low or (high is not None and numel > high):
         if not fallback:  # numba asked for by name, on an empty tensor

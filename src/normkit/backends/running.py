@@ -17,9 +17,9 @@ is raised.
 * ``normkit::running_stats_update`` applies the rule to given batch statistics (the
   BatchNorm variants compute them; the numba BatchNorm op calls the rule,
   :func:`update_running_stats`, inside its own forward op);
-* ``normkit::commit_running_stats`` copies running statistics that torch's own kernel
-  updated on copies of the buffers into them, unless that would turn finite running
-  statistics non-finite.
+* ``normkit::keep_running_stats_finite`` follows torch's own kernel, which updates the
+  buffers in place: it puts their previous values back if the update turned finite running
+  statistics non-finite, and counts the batch otherwise.
 
 Both are opaque ops with fake implementations: eager and ``torch.compile`` run the same
 code, warning included.
@@ -61,7 +61,7 @@ _NO_BUFFER: dict[torch.dtype, object] = {}
 
 
 def _numba_kernel(name: str, dtype: torch.dtype):
-    """The serial numba kernel ``name`` (``running_update``, ``running_commit``) for
+    """The serial numba kernel ``name`` (``running_update``, ``running_keep_finite``) for
     ``dtype``, or None where numba does not load."""
     key = (name, dtype)
     if key not in _KERNELS:
@@ -76,19 +76,18 @@ def _numba_kernel(name: str, dtype: torch.dtype):
     return _KERNELS[key]
 
 
-def _kernel_ready(t: Tensor | None, dtype: torch.dtype) -> bool:
-    return t is None or (t.dtype == dtype and t.is_cpu and t.dim() == 1 and t.is_contiguous())
-
-
 def _kernel_for(name: str, statistic: Tensor, *vectors: Tensor | None):
     """The numba kernel ``name`` when ``statistic`` and every other ``vectors`` (None: an
     absent buffer) are contiguous CPU vectors of one float32/float64 dtype, else None."""
     dtype = statistic.dtype
-    if dtype not in (torch.float32, torch.float64):
+    if dtype is not torch.float32 and dtype is not torch.float64:
         return None
-    if not all(_kernel_ready(t, dtype) for t in (statistic, *vectors)):
-        return None
-    return _numba_kernel(name, dtype)
+    for t in (statistic, *vectors):
+        if t is not None and not (
+            t.dtype is dtype and t.is_cpu and t.dim() == 1 and t.is_contiguous()
+        ):
+            return None
+    return _KERNELS.get((name, dtype)) or _numba_kernel(name, dtype)
 
 
 def _lerp_if_finite(running_mean, running_var, batch_mean, batch_var, factor, bessel) -> bool:
@@ -178,56 +177,69 @@ running_stats_update = define(
 )
 
 
-def _commit_impl(
+def _keep_finite_impl(
     running_mean: Tensor,
     running_var: Tensor,
     num_batches_tracked: Tensor | None,
-    new_mean: Tensor,
-    new_var: Tensor,
+    previous: Tensor,
     name: str,
 ) -> None:
-    if running_mean.requires_grad or running_var.requires_grad or new_mean.requires_grad:
+    if running_mean.requires_grad or running_var.requires_grad:
         with torch.no_grad():  # in-place updates of tensors autograd must not record
-            return _commit_impl(
-                running_mean.detach(), running_var.detach(), num_batches_tracked,
-                new_mean.detach(), new_var.detach(), name,
-            )  # fmt: skip
-    if not new_mean.is_cpu:
-        ok = (torch.isfinite(new_mean).all() & torch.isfinite(new_var).all()) | ~(
-            torch.isfinite(running_mean).all() & torch.isfinite(running_var).all()
+            return _keep_finite_impl(
+                running_mean.detach(), running_var.detach(), num_batches_tracked, previous, name
+            )
+    # Values put back are written past autograd's version counter (NumPy, ``.data``):
+    # torch's kernel saved the buffers for its backward at their updated version, and the
+    # restored values are the ones it read.
+    if not running_mean.is_cpu:
+        ok = (torch.isfinite(running_mean).all() & torch.isfinite(running_var).all()) | ~(
+            torch.isfinite(previous).all()
         )
-        running_mean.copy_(torch.where(ok, new_mean, running_mean))
-        running_var.copy_(torch.where(ok, new_var, running_var))
+        kept = torch.where(ok, torch.cat((running_mean, running_var)), previous)
+        channels = running_mean.shape[0]
+        running_mean.data.copy_(kept[:channels])
+        running_var.data.copy_(kept[channels:])
         if num_batches_tracked is not None:
             num_batches_tracked.add_(ok.to(num_batches_tracked.dtype))
         return
-    # Refuse only an update that would turn finite running statistics non-finite.
-    kernel = _kernel_for("running_commit", new_mean, new_var, running_mean, running_var)
-    if kernel is not None:
-        arrays = (running_mean.numpy(), running_var.numpy(), new_mean.numpy(), new_var.numpy())
-        if not kernel(*arrays):
-            _warn(name)
-            return
-        # Written through NumPy: tell autograd, as an in-place torch op would.
-        torch.autograd.graph.increment_version((running_mean, running_var))
-    elif not _finite(new_mean, new_var) and _finite(running_mean, running_var):
-        _warn(name)
-        return
+    kernel = _kernel_for("running_keep_finite", previous, running_mean, running_var)
+    if kernel is not None and _counter_address(num_batches_tracked) is not None:
+        # The kernel also counts the batch, past autograd as well: nothing saves the counter.
+        channels = running_mean.shape[0]
+        ok = kernel(
+            running_mean.data_ptr(), running_var.data_ptr(), previous.data_ptr(), channels,
+            _counter_address(num_batches_tracked), 0.0,
+        )  # fmt: skip
     else:
-        running_mean.copy_(new_mean)
-        running_var.copy_(new_var)
-    if num_batches_tracked is not None:
-        num_batches_tracked.add_(1)
+        ok = _finite(running_mean, running_var) or not _finite(previous)
+        if not ok:
+            channels = running_mean.shape[0]
+            running_mean.data.copy_(previous[:channels])
+            running_var.data.copy_(previous[channels:])
+        elif num_batches_tracked is not None:
+            num_batches_tracked.add_(1)
+    if not ok:
+        _warn(name)
 
 
-def _commit_fake(running_mean, running_var, num_batches_tracked, new_mean, new_var, name) -> None:
+def _counter_address(num_batches_tracked: Tensor | None) -> int | None:
+    """Where the numba kernel may count the batch: 0 for no counter, None if it cannot."""
+    if num_batches_tracked is None:
+        return 0
+    if num_batches_tracked.dtype is torch.int64 and num_batches_tracked.is_cpu:
+        return num_batches_tracked.data_ptr()
     return None
 
 
-commit_running_stats = define(
-    "commit_running_stats(Tensor(a!) running_mean, Tensor(b!) running_var, "
-    "Tensor(c!)? num_batches_tracked, Tensor new_mean, Tensor new_var, str name) -> ()",
-    _commit_impl,
-    _commit_fake,
+def _keep_finite_fake(running_mean, running_var, num_batches_tracked, previous, name) -> None:
+    return None
+
+
+keep_running_stats_finite = define(
+    "keep_running_stats_finite(Tensor(a!) running_mean, Tensor(b!) running_var, "
+    "Tensor(c!)? num_batches_tracked, Tensor previous, str name) -> ()",
+    _keep_finite_impl,
+    _keep_finite_fake,
     "CompositeExplicitAutograd",
 )

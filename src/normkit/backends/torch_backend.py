@@ -3,8 +3,8 @@
 It serves every device and dtype (CUDA, float16, bfloat16, empty batches) and, where the
 measured crossover says torch's kernel is faster, small CPU tensors too. Outputs, gradients
 and running statistics are torch's bit for bit, except for the guard: torch's kernel updates
-copies of the running statistics, which ``normkit::commit_running_stats`` copies into the
-buffers unless the batch made them non-finite.
+the running statistics in place, and ``normkit::keep_running_stats_finite`` puts their
+previous values back if the batch made them non-finite.
 
 Every function here is the **contract** of the op of the same name, which the numba backend
 implements with the same signature and semantics. ``x`` always has the layer's own shape
@@ -39,18 +39,21 @@ from torch import Tensor
 
 from normkit._shared import per_channel_format
 from normkit.backends import register_backend, torch_batch_free, torch_masked, torch_ops
-from normkit.backends.running import commit_running_stats, running_stats_update
+from normkit.backends.running import keep_running_stats_finite, running_stats_update
 from normkit.backends.torch_ops import activation
 
 
-def _cudnn() -> bool:
-    return torch.backends.cudnn.enabled
+def _cudnn(x: Tensor) -> bool:
+    """torch's ``cudnn_enabled`` argument (it only selects a CUDA kernel)."""
+    return not x.is_cpu and torch.backends.cudnn.enabled
 
 
 def _activate_fresh(y: Tensor, act: str, negative_slope: float) -> Tensor:
     """``act(y)`` on a fresh output nobody else holds: in place, as the models' own
     ``ReLU(inplace=True)`` after torch's BatchNorm is, where autograd allows it (relu
     always: its backward reads the result; the others only when no gradient is recorded)."""
+    if act == "identity":
+        return y
     inplace = act == "relu" or not (y.requires_grad and torch.is_grad_enabled())
     return activation(y, act, negative_slope, inplace=inplace)
 
@@ -75,7 +78,7 @@ def batch_norm_train(
     name: str = "batch_norm",
 ) -> Tensor:
     if running_mean is None and running_var is None:
-        y = torch.batch_norm(x, weight, bias, None, None, True, 0.0, eps, _cudnn())
+        y = torch.batch_norm(x, weight, bias, None, None, True, 0.0, eps, _cudnn(x))
         return _activate_fresh(y, act, negative_slope)
     if x.numel() == 0:  # torch leaves the statistics and counts the batch
         y = torch.batch_norm(x, weight, bias, running_mean, running_var, True, 0.0, eps, False)
@@ -87,20 +90,23 @@ def batch_norm_train(
             x, weight, bias, running_mean, running_var, num_batches_tracked, eps, act,
             negative_slope, name,
         )  # fmt: skip
-    channels = x.shape[1]
-    # torch's kernel updates both buffers or neither, in place, and saves them for its
-    # backward: it works on copies (a missing buffer is a scratch one), which
-    # commit_running_stats then copies into the buffers unless they became non-finite.
-    new_mean = running_mean.clone() if running_mean is not None else x.new_zeros(channels)
-    new_var = running_var.clone() if running_var is not None else x.new_ones(channels)
+    # torch's kernel updates the buffers in place (a missing one is a scratch buffer);
+    # `previous` is what keep_running_stats_finite puts back if they became non-finite.
+    mean, var = _buffers(running_mean, running_var)
+    previous = torch.cat((mean, var))
     factor = _factor(momentum, num_batches_tracked)
-    y = torch.native_batch_norm(x, weight, bias, new_mean, new_var, True, factor, eps)[0]
-    commit_running_stats(
-        running_mean if running_mean is not None else new_mean,
-        running_var if running_var is not None else new_var,
-        num_batches_tracked, new_mean, new_var, name,
-    )  # fmt: skip
+    y = torch.native_batch_norm(x, weight, bias, mean, var, True, factor, eps)[0]
+    keep_running_stats_finite(mean, var, num_batches_tracked, previous, name)
     return _activate_fresh(y, act, negative_slope)
+
+
+def _buffers(running_mean: Tensor | None, running_var: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Both running buffers, a scratch one (zeros, ones) standing for a missing one."""
+    if running_mean is not None and running_var is not None:
+        return running_mean, running_var
+    given = running_mean if running_mean is not None else running_var
+    mean = running_mean if running_mean is not None else torch.zeros_like(given)
+    return mean, running_var if running_var is not None else torch.ones_like(given)
 
 
 def _cumulative_train_compiled(
@@ -119,7 +125,7 @@ def _cumulative_train_compiled(
     is data the graph cannot branch on, so the rule runs inside ``running_stats_update`` on
     the batch statistics instead of inside torch's kernel."""
     mean, var = torch_ops.batch_norm_stats(x.detach())
-    y = torch.batch_norm(x, weight, bias, None, None, True, 0.0, eps, _cudnn())
+    y = torch.batch_norm(x, weight, bias, None, None, True, 0.0, eps, _cudnn(x))
     count = x.numel() // x.shape[1]
     running_stats_update(
         running_mean, running_var, num_batches_tracked, mean, var, float(count), None, name
@@ -137,7 +143,7 @@ def batch_norm_eval(
     act: str = "identity",
     negative_slope: float = 0.01,
 ) -> Tensor:
-    y = torch.batch_norm(x, weight, bias, running_mean, running_var, False, 0.0, eps, _cudnn())
+    y = torch.batch_norm(x, weight, bias, running_mean, running_var, False, 0.0, eps, _cudnn(x))
     return _activate_fresh(y, act, negative_slope)
 
 
@@ -152,17 +158,19 @@ def instance_norm_train(
     name: str = "instance_norm",
 ) -> Tensor:
     if running_mean is None or running_var is None:
-        return torch.instance_norm(x, weight, bias, None, None, True, 0.0, eps, _cudnn())
-    new_mean, new_var = running_mean.clone(), running_var.clone()
-    y = torch.instance_norm(x, weight, bias, new_mean, new_var, True, momentum, eps, _cudnn())
-    commit_running_stats(running_mean, running_var, None, new_mean, new_var, name)
+        return torch.instance_norm(x, weight, bias, None, None, True, 0.0, eps, _cudnn(x))
+    previous = torch.cat((running_mean, running_var))
+    y = torch.instance_norm(
+        x, weight, bias, running_mean, running_var, True, momentum, eps, _cudnn(x)
+    )
+    keep_running_stats_finite(running_mean, running_var, None, previous, name)
     return y
 
 
 def group_norm(
     x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float
 ) -> Tensor:
-    return torch.group_norm(x, num_groups, weight, bias, eps, _cudnn())
+    return torch.group_norm(x, num_groups, weight, bias, eps, _cudnn(x))
 
 
 def layer_norm(
@@ -172,7 +180,7 @@ def layer_norm(
     bias: Tensor | None,
     eps: float,
 ) -> Tensor:
-    return torch.layer_norm(x, normalized_shape, weight, bias, eps, _cudnn())
+    return torch.layer_norm(x, normalized_shape, weight, bias, eps, _cudnn(x))
 
 
 def rms_norm(
@@ -182,7 +190,7 @@ def rms_norm(
 
 
 def layer_norm_2d(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
-    y = torch.layer_norm(x.movedim(1, -1), (x.shape[1],), weight, bias, eps, _cudnn())
+    y = torch.layer_norm(x.movedim(1, -1), (x.shape[1],), weight, bias, eps, _cudnn(x))
     # A fresh tensor in x's format, not the permuted view of the normalized one.
     out = torch.empty_like(x, memory_format=per_channel_format(x))
     return out.copy_(y.movedim(-1, 1))

@@ -193,6 +193,8 @@ def check_cumulative_average(
 
 def check_layer_input(input: Tensor, ranks: Sequence[int], channels: int, name: str) -> None:
     """A layer's input: floating, of an accepted rank, with ``channels`` at dim 1."""
+    if input.is_floating_point() and input.dim() in ranks and input.shape[1] == channels:
+        return
     check_floating(input, name)
     check_rank(input, ranks, name)
     check_channels(input, channels, name)

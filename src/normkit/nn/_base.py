@@ -59,9 +59,26 @@ class PerChannelLayer:
         the buffers are passed only when they are to be read (evaluation) or updated
         (training with ``track_running_stats``), and only then is the batch counted.
         """
+        # The buffer dict directly (attribute lookup through Module.__getattr__ costs more
+        # than torch's kernel on a small input); a buffer that is not in it (parametrized,
+        # deleted) is looked up as an attribute, as torch's forward does.
+        buffers = self._buffers
+        try:
+            running_mean, running_var = buffers["running_mean"], buffers["running_var"]
+            num_batches_tracked = buffers["num_batches_tracked"]
+        except KeyError:
+            running_mean, running_var = self.running_mean, self.running_var
+            num_batches_tracked = self.num_batches_tracked
         if self.training:
             if self.track_running_stats:
-                return self.running_mean, self.running_var, True, self.num_batches_tracked
+                return running_mean, running_var, True, num_batches_tracked
             return None, None, True, None
-        running_mean, running_var = self.running_mean, self.running_var
         return running_mean, running_var, running_mean is None and running_var is None, None
+
+    def _affine(self) -> tuple[Any, Any]:
+        """``(weight, bias)``, from the parameter dict like the buffers above."""
+        parameters = self._parameters
+        try:
+            return parameters["weight"], parameters["bias"]
+        except KeyError:
+            return self.weight, self.bias

@@ -87,9 +87,10 @@ def batch_norm_forward(
     if training and layer._single_sample != "error" and mask is None:
         if one_value_per_channel(input):
             return single_sample_forward(layer, input, name)
+    weight, bias = layer._affine()
     return normalize_per_channel(
-        input, running_mean, running_var, layer.weight, layer.bias, training, layer.momentum,
-        layer.eps, num_batches_tracked, None, name, mask=mask,
+        input, running_mean, running_var, weight, bias, training, layer.momentum, layer.eps,
+        num_batches_tracked, None, name, mask=mask,
     )  # fmt: skip
 
 

@@ -83,9 +83,10 @@ def norm_act(norm: nn.Module, input: Tensor, act: nn.Module | None, act_name: st
     name = norm._check_input(input)
     running_mean, running_var, training, num_batches_tracked = norm._batch_norm_state()
     slope = act.negative_slope if act_name == "leaky_relu" else 0.01
+    weight, bias = norm._affine()
     return normalize_per_channel(
-        input, running_mean, running_var, norm.weight, norm.bias, training, norm.momentum,
-        norm.eps, num_batches_tracked, None, name, act_name, slope,
+        input, running_mean, running_var, weight, bias, training, norm.momentum, norm.eps,
+        num_batches_tracked, None, name, act_name, slope,
     )  # fmt: skip
 
 
@@ -105,9 +106,10 @@ def norm_add_act(
         return _activate(act, act_name, norm(input) + residual)
     name = norm._check_input(input)
     running_mean, running_var, training, num_batches_tracked = norm._batch_norm_state()
+    weight, bias = norm._affine()
     return normalize_add_per_channel(
-        input, residual, running_mean, running_var, norm.weight, norm.bias, training,
-        norm.momentum, norm.eps, num_batches_tracked, None, name, act_name,
+        input, residual, running_mean, running_var, weight, bias, training, norm.momentum,
+        norm.eps, num_batches_tracked, None, name, act_name,
     )  # fmt: skip
 
 
