@@ -216,3 +216,20 @@ def test_import_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_numba_is_imported_when_an_input_first_needs_it():
+    """Calls on sizes torch's kernel serves (the automatic choice) do not import Numba (about
+    half a second); the first input in numba's range does, and then runs numba's kernel."""
+    code = (
+        "import sys, torch, normkit as nk; from normkit import backends; "
+        "bn = nk.nn.BatchNorm2d(16); bn(torch.randn(8, 16, 4, 4)); bn.eval()(torch.randn(8, 16, 4, 4)); "
+        "nk.nn.LayerNorm(8)(torch.randn(4, 8)); "
+        "before = 'numba' in sys.modules; big = torch.randn(16, 16, 64, 64); "
+        "low, high = backends.crossover('batch_norm_train', torch.float32, 'contiguous'); "
+        "assert low <= big.numel() and (high is None or big.numel() <= high), (low, high); "
+        "impl = backends.select('batch_norm_train', big); bn.train()(big); "
+        "print(before, backends.backend_name(impl), 'numba' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False numba True"

@@ -18,8 +18,11 @@ range where ``benchmarks/bench_crossover.py`` measured it faster for the op, dty
 traces, the automatic choice is ``"torch"``: the compiler fuses torch's ops with the
 convolutions and activations around them, which an opaque kernel call prevents (measured
 whole-model: compiled training steps 0.80-0.92x of ``torch.compile`` of the torch model with
-normkit's kernels in the graph). Name a backend to compile normkit's kernels in. The decision is computed once per (op, device, dtype, layout, request) and cached;
-what remains per call is one dictionary lookup and a size comparison.
+normkit's kernels in the graph). Name a backend to compile normkit's kernels in.
+
+The decision is computed once per (op, device, dtype, layout, request) and cached; what
+remains per call is one dictionary lookup and a size comparison. The numba backend (Numba
+itself takes about half a second to import) is loaded when an input first needs it.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ _LOAD_FAILED: dict[str, str] = {}
 _DECISIONS: dict[tuple, tuple[str, str, int, int | None]] = {}
 _CROSSOVER: dict[str, dict[str, dict[str, int]]] = {}
 _COMPILING = "auto, compiling"  # the automatic choice while torch.compile traces
+_NUMBA_DTYPES = (torch.float32, torch.float64)  # what numba_backend.supports takes on CPU
 
 
 def register_backend(name: str, supports: Callable[[torch.dtype, str], bool], ops: dict) -> None:
@@ -155,8 +159,14 @@ def _decide(op: str, device_type: str, dtype: torch.dtype, layout: str, requeste
             )
         return requested, "", 1 if requested == "numba" else 0, None
     _load("torch")
-    numba = _load("numba")
-    if numba is None or op not in numba.ops or not numba.supports(dtype, device_type):
+    numba = _LOADED.get("numba")
+    if numba is None:
+        if "numba" in _LOAD_FAILED or device_type != "cpu" or dtype not in _NUMBA_DTYPES:
+            return "torch", "", 0, None
+        # Importing Numba and loading its kernels takes about half a second: it happens in
+        # `select`, when an input first falls in numba's range, which then decides again.
+        return ("numba", "torch", *crossover(op, dtype, layout))
+    if op not in numba.ops or not numba.supports(dtype, device_type):
         return "torch", "", 0, None
     return ("numba", "torch", *crossover(op, dtype, layout))
 
@@ -176,7 +186,12 @@ def select(op: str, x: Tensor, backend: str | None = None) -> Callable:
                 f"(size {tuple(x.shape)})"
             )
         name = fallback
-    return _LOADED[name].ops[op]
+    chosen = _LOADED.get(name)
+    if chosen is None:  # the automatic choice of a backend not loaded yet (see _decide)
+        _load(name)
+        forget_decisions()
+        return select(op, x, backend)
+    return chosen.ops[op]
 
 
 def backend_name(impl: Callable) -> str:

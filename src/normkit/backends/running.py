@@ -27,6 +27,7 @@ code, warning included.
 
 from __future__ import annotations
 
+import threading
 import warnings
 
 import numpy as np
@@ -46,14 +47,27 @@ def _warn(name: str) -> None:
     )
 
 
+_FLAGS = threading.local()
+
+
 def _finite(*tensors: Tensor | None) -> bool:
-    """No NaN/Inf in any tensor: one fused check (AMP's non-finite check, with a unit scale,
-    which leaves the values as they are) and one host sync."""
-    tensors = [t.detach() for t in tensors if t is not None]
-    found = torch.zeros((), dtype=torch.float32, device=tensors[0].device)
-    unit = torch.ones((), dtype=torch.float32, device=tensors[0].device)
-    torch._amp_foreach_non_finite_check_and_unscale_(tensors, found, unit)
-    return not found.item()
+    """No NaN/Inf in any of the CPU ``tensors``: one fused check and one host sync.
+
+    The check is AMP's non-finite check with a unit scale, which writes the values back
+    unchanged; it is given ``.data`` aliases, whose version counters are their own, so that
+    tensors autograd saved (torch's BatchNorm saves the running statistics) stay valid.
+    Its flag tensors are kept per thread (they cost more to create than the check)."""
+    flags = getattr(_FLAGS, "cpu", None)
+    if flags is None:
+        flags = _FLAGS.cpu = (torch.zeros(()), torch.ones(()))
+    found, unit = flags
+    torch._amp_foreach_non_finite_check_and_unscale_(
+        [t.data for t in tensors if t is not None], found, unit
+    )
+    if found.item():
+        found.zero_()
+        return False
+    return True
 
 
 _KERNELS: dict[tuple[str, torch.dtype], object] = {}
@@ -61,7 +75,7 @@ _NO_BUFFER: dict[torch.dtype, object] = {}
 
 
 def _numba_kernel(name: str, dtype: torch.dtype):
-    """The serial numba kernel ``name`` (``running_update``, ``running_keep_finite``) for
+    """The serial numba kernel ``name`` (``running_update``) for
     ``dtype``, or None where numba does not load."""
     key = (name, dtype)
     if key not in _KERNELS:
@@ -189,9 +203,9 @@ def _keep_finite_impl(
             return _keep_finite_impl(
                 running_mean.detach(), running_var.detach(), num_batches_tracked, previous, name
             )
-    # Values put back are written past autograd's version counter (NumPy, ``.data``):
-    # torch's kernel saved the buffers for its backward at their updated version, and the
-    # restored values are the ones it read.
+    # Values put back are written past autograd's version counter (``.data``): torch's
+    # kernel saved the buffers for its backward at their updated version, and the restored
+    # values are the ones it read.
     if not running_mean.is_cpu:
         ok = (torch.isfinite(running_mean).all() & torch.isfinite(running_var).all()) | ~(
             torch.isfinite(previous).all()
@@ -203,33 +217,14 @@ def _keep_finite_impl(
         if num_batches_tracked is not None:
             num_batches_tracked.add_(ok.to(num_batches_tracked.dtype))
         return
-    kernel = _kernel_for("running_keep_finite", previous, running_mean, running_var)
-    if kernel is not None and _counter_address(num_batches_tracked) is not None:
-        # The kernel also counts the batch, past autograd as well: nothing saves the counter.
-        channels = running_mean.shape[0]
-        ok = kernel(
-            running_mean.data_ptr(), running_var.data_ptr(), previous.data_ptr(), channels,
-            _counter_address(num_batches_tracked), 0.0,
-        )  # fmt: skip
-    else:
-        ok = _finite(running_mean, running_var) or not _finite(previous)
-        if not ok:
-            channels = running_mean.shape[0]
-            running_mean.data.copy_(previous[:channels])
-            running_var.data.copy_(previous[channels:])
-        elif num_batches_tracked is not None:
+    if _finite(running_mean, running_var) or not _finite(previous):
+        if num_batches_tracked is not None:
             num_batches_tracked.add_(1)
-    if not ok:
-        _warn(name)
-
-
-def _counter_address(num_batches_tracked: Tensor | None) -> int | None:
-    """Where the numba kernel may count the batch: 0 for no counter, None if it cannot."""
-    if num_batches_tracked is None:
-        return 0
-    if num_batches_tracked.dtype is torch.int64 and num_batches_tracked.is_cpu:
-        return num_batches_tracked.data_ptr()
-    return None
+        return
+    channels = running_mean.shape[0]
+    running_mean.data.copy_(previous[:channels])
+    running_var.data.copy_(previous[channels:])
+    _warn(name)
 
 
 def _keep_finite_fake(running_mean, running_var, num_batches_tracked, previous, name) -> None:

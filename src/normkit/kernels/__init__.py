@@ -39,7 +39,6 @@ KERNELS: dict[str, Entry] = {
     "row_forward": row_norm.row_forward,
     "row_backward": row_norm.row_backward,
     "running_update": running.running_update,
-    "running_keep_finite": running.running_keep_finite,
     "cn_forward": channel_norm.cn_forward,
     "cn_backward": channel_norm.cn_backward,
     **batch_free.KERNELS,
