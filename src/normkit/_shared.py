@@ -26,6 +26,20 @@ def per_channel_format(x: Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def channels_last_empty(x: Tensor) -> Tensor:
+    """An uninitialized tensor of ``x (N, C, *)``'s shape, dtype and device whose channel dim
+    is the fastest (channels_last for 4-D): the layout the ``permute -> layer_norm -> permute``
+    of timm's and torchvision's ``LayerNorm2d`` returns, as a tensor of its own (no view)."""
+    shape = x.shape
+    strides = [1] * len(shape)
+    step = shape[1]
+    for dim in range(len(shape) - 1, 1, -1):
+        strides[dim] = step
+        step *= shape[dim]
+    strides[0] = step
+    return torch.empty_strided(shape, strides, dtype=x.dtype, device=x.device)
+
+
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype statistics are computed and returned in: float64 for float64 inputs,
     float32 for every other floating dtype (float32, float16, bfloat16)."""

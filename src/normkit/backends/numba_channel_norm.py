@@ -7,11 +7,12 @@ Ops (``x (N, C, *)``, normalized over ``C`` at each of the ``N * L`` positions; 
     layer_norm_2d_forward(x, weight, bias, eps) -> (y, mean, var)
     layer_norm_2d_backward(grad, x, weight, mean, var, eps) -> (dx, dweight, dbias)
 
-A channels_last ``x`` already holds each position's ``C`` values contiguously: it runs as
-the row kernels of LayerNorm on its ``(N * L, C)`` rows, with no copy. A contiguous (NCHW)
-``x`` runs the channel kernels of :mod:`normkit.kernels.channel_norm`, which reduce across
-channels in place: neither layout pays the two permute copies of ``permute -> layer_norm ->
-permute``. Outputs are fresh tensors in x's format (channels_last or contiguous).
+Both run LayerNorm's row kernels on the ``(N * L, C)`` rows of x with its channel dim
+fastest (channels_last for 4-D): such an x is used as it is, any other is copied into that
+layout once (the copy torch's ``layer_norm`` makes of the permuted tensor in timm's and
+torchvision's ``LayerNorm2d``). Outputs are fresh tensors in that layout, which is the one
+those modules return (the permute back of a contiguous ``(N, *, C)`` result), so the
+layers after a converted ``LayerNorm2d`` see the strides they saw before.
 """
 
 from __future__ import annotations
@@ -19,55 +20,44 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from normkit._shared import per_channel_format
+from normkit._shared import channels_last_empty
 from normkit.backends import _numba_runtime as rt
 from normkit.backends import torch_backend
 from normkit.backends._arrays import vector
 from normkit.backends._ops import cast_grad, define, differentiable_grads, dtype_of, needs_autograd
 
 
-def _arrays(t: Tensor, channels_last: bool):
-    """``t`` as the kernel sees it: ``(N * L, C)`` rows or ``(N, C, L)``."""
-    a = t.numpy()
-    n, c = t.shape[0], t.shape[1]
-    if channels_last:
-        return a.transpose(0, *range(2, t.dim()), 1).reshape(-1, c)
-    return a.reshape(n, c, -1)
+def _rows(t: Tensor):
+    """The ``(N * L, C)`` rows of ``t`` (channel dim fastest) as an array, without a copy."""
+    return t.numpy().transpose(0, *range(2, t.dim()), 1).reshape(-1, t.shape[1])
 
 
-def _prepare(x: Tensor) -> tuple[Tensor, bool]:
-    fmt = per_channel_format(x)
-    channels_last = fmt is not torch.contiguous_format
-    return x.detach().contiguous(memory_format=fmt), channels_last
+def _channels_fastest(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """``t`` in ``dtype`` with its channel dim fastest (a copy unless it already is)."""
+    t = t.detach().to(dtype)
+    if t.movedim(1, -1).is_contiguous():
+        return t
+    out = channels_last_empty(t)
+    return out.copy_(t)
 
 
 def _forward_impl(x, weight, bias, eps):
-    x, channels_last = _prepare(x)
+    x = _channels_fastest(x, x.dtype)
     dt = x.dtype
     positions = x.numel() // x.shape[1]
-    y = torch.empty_like(x)
+    y = channels_last_empty(x)
     mean = torch.empty(positions, dtype=dt)
     var = torch.empty(positions, dtype=dt)
-    if channels_last:
-        rt.kernel("row_forward", "rows", dt)(
-            _arrays(x, True), _arrays(y, True), vector(weight, dt), vector(bias, dt), eps,
-            True, mean.numpy(), var.numpy(), rt.threads(x.numel()),
-        )  # fmt: skip
-    else:
-        rt.kernel("cn_forward", "ncl", dt)(
-            _arrays(x, False), _arrays(y, False), vector(weight, dt), vector(bias, dt), eps,
-            mean.numpy(), var.numpy(), rt.threads(x.numel()),
-        )  # fmt: skip
+    rt.kernel("row_forward", "rows", dt)(
+        _rows(x), _rows(y), vector(weight, dt), vector(bias, dt), eps, True, mean.numpy(),
+        var.numpy(), rt.threads(x.numel()),
+    )  # fmt: skip
     return y, mean, var
-
-
-def _out_like(x: Tensor) -> Tensor:
-    return torch.empty_like(x, memory_format=per_channel_format(x))
 
 
 def _forward_fake(x, weight, bias, eps):
     positions = x.numel() // x.shape[1]
-    return _out_like(x), x.new_empty(positions), x.new_empty(positions)
+    return channels_last_empty(x), x.new_empty(positions), x.new_empty(positions)
 
 
 layer_norm_2d_forward = define(
@@ -79,26 +69,23 @@ layer_norm_2d_forward = define(
 
 
 def _backward_impl(grad, x, weight, mean, var, eps):
-    x, channels_last = _prepare(x)
+    x = _channels_fastest(x, x.dtype)
     dt = x.dtype
     c = x.shape[1]
-    g = grad.detach().to(dt).contiguous(memory_format=per_channel_format(x))
-    dx = torch.empty_like(x)
+    g = _channels_fastest(grad, dt)
+    dx = channels_last_empty(x)
     dweight = torch.empty(c, dtype=dt)
     dbias = torch.empty(c, dtype=dt)
-    name, layout = ("row_backward", "rows") if channels_last else ("cn_backward", "ncl")
-    extra = (True,) if channels_last else ()
-    rt.kernel(name, layout, dt)(
-        _arrays(g, channels_last), _arrays(x, channels_last), _arrays(dx, channels_last),
-        vector(weight, dt), vector(mean, dt), vector(var, dt), eps, *extra, dweight.numpy(),
-        dbias.numpy(), rt.threads(x.numel()),
+    rt.kernel("row_backward", "rows", dt)(
+        _rows(g), _rows(x), _rows(dx), vector(weight, dt), vector(mean, dt), vector(var, dt),
+        eps, True, dweight.numpy(), dbias.numpy(), rt.threads(x.numel()),
     )  # fmt: skip
     return dx, dweight if weight is not None else dweight[:0].clone(), dbias
 
 
 def _backward_fake(grad, x, weight, mean, var, eps):
     c = x.shape[1]
-    return _out_like(x), x.new_empty(c if weight is not None else 0), x.new_empty(c)
+    return channels_last_empty(x), x.new_empty(c if weight is not None else 0), x.new_empty(c)
 
 
 layer_norm_2d_backward = define(

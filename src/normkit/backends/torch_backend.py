@@ -9,7 +9,8 @@ previous values back if the batch made them non-finite.
 Every function here is the **contract** of the op of the same name, which the numba backend
 implements with the same signature and semantics. ``x`` always has the layer's own shape
 (``(N, C, *)`` for the per-channel ops, ``(*, *normalized_shape)`` for the row norms); the
-result is a fresh tensor of that shape, in the memory format torch would return.
+result is a fresh tensor of that shape, in the memory format torch would return (except
+``layer_norm_2d``, which returns what timm's module does: a permuted view).
 
 * ``batch_norm_train(x, weight, bias, running_mean, running_var, num_batches_tracked,
   momentum, eps, act, negative_slope, name)``: batch statistics (biased variance), running
@@ -23,8 +24,9 @@ result is a fresh tensor of that shape, in the memory format torch would return.
 * ``layer_norm(x, normalized_shape, weight, bias, eps)``; ``rms_norm(x, normalized_shape,
   weight, eps)``.
 * ``layer_norm_2d(x, weight, bias, eps)``: LayerNorm over the channels ``C`` of
-  ``x (N, C, *)`` at each position (timm's and torchvision's ``LayerNorm2d``); output in
-  x's format (channels_last stays channels_last, else contiguous).
+  ``x (N, C, *)`` at each position (timm's and torchvision's ``LayerNorm2d``); the output
+  has the channel dim fastest (channels_last for 4-D), whatever x's format, as the
+  ``permute -> layer_norm -> permute`` of those libraries returns.
 
 All are differentiable through torch's autograd, to any order. The BatchNorm variants'
 primitives (``bn_stats``, ``bn_elemt``, ``bn_backward_reduce``, ``bn_backward_elemt``) are
@@ -37,7 +39,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from normkit._shared import per_channel_format
 from normkit.backends import register_backend, torch_batch_free, torch_masked, torch_ops
 from normkit.backends.running import keep_running_stats_finite, running_stats_update
 from normkit.backends.torch_ops import activation
@@ -190,10 +191,9 @@ def rms_norm(
 
 
 def layer_norm_2d(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
+    # timm's and torchvision's own computation: the result is the permuted view.
     y = torch.layer_norm(x.movedim(1, -1), (x.shape[1],), weight, bias, eps, _cudnn(x))
-    # A fresh tensor in x's format, not the permuted view of the normalized one.
-    out = torch.empty_like(x, memory_format=per_channel_format(x))
-    return out.copy_(y.movedim(-1, 1))
+    return y.movedim(-1, 1)
 
 
 OPS = {

@@ -62,7 +62,7 @@ def warmup(dtypes: tuple[str, ...] = ("float32", "float64"), verbose: bool = Fal
 
 
 _STALE = re.compile(
-    r"^(batch_free|batch_norm|batch_norm_add|channel_norm|group_norm|masked|row_norm|running)\.\w+__(ncl|nlc|rows|vec)_float(32|64)_(\w+)-"
+    r"^(batch_free|batch_norm|batch_norm_add|group_norm|masked|row_norm|running)\.\w+__(ncl|nlc|rows|vec)_float(32|64)_(\w+)-"
 )
 
 

@@ -120,7 +120,7 @@ def layer_norm_2d(
 
     Biased variance over the ``C`` values of each position ``p``; ``weight``/``bias`` are
     ``(C,)``. Equals ``layer_norm(input.movedim(1, -1), (C,), weight, bias, eps).movedim(-1,
-    1)``. Returns a fresh tensor in ``input``'s format (channels_last stays channels_last).
+    1)``, strides included: the result has the channel dim fastest (channels_last for 4-D).
     """
     v.check_floating(input, name)
     v.check_min_rank(input, 2, name, "(N, C, *)")

@@ -223,9 +223,11 @@ class LayerNorm2d(LayerNorm):
                            {\sqrt{\mathrm{Var}_c[x_{n,:,h,w}] + \epsilon}} \gamma_c + \beta_c
 
     The same values as ``LayerNorm(C)`` applied to ``x.permute(0, 2, 3, 1)`` and permuted
-    back, which is how timm and torchvision compute it (two copies of the tensor); here a
-    channels_last input is normalized in place as rows of ``C`` values and a contiguous one
-    by kernels that reduce across channels. A subclass of :class:`torch.nn.LayerNorm` with
+    back, which is how timm and torchvision compute it, and the same output layout: the
+    channels are the fastest dim (channels_last), so the layers after it see what they saw
+    after timm's module. A channels_last input is normalized where it lies, as rows of ``C``
+    values; any other is first copied into that layout (the copy torch's ``layer_norm``
+    makes of the permuted tensor). A subclass of :class:`torch.nn.LayerNorm` with
     ``normalized_shape = (C,)`` and its state dict (``weight``, ``bias`` of size ``C``).
 
     Args:
@@ -235,8 +237,8 @@ class LayerNorm2d(LayerNorm):
         bias: learn the bias (with ``affine``). Default: True
 
     Shape:
-        Input and output: ``(N, C, H, W)`` (any ``(N, C, *)``); the output keeps the
-        input's memory format.
+        Input and output: ``(N, C, H, W)`` (any ``(N, C, *)``); the output is channels_last
+        (channel dim fastest), as timm's and torchvision's.
 
     Examples::
 
