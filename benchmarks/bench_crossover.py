@@ -11,6 +11,7 @@ every size.
 
     python benchmarks/bench_crossover.py            # print the table
     python benchmarks/bench_crossover.py --write    # and update crossover.json
+    python benchmarks/bench_crossover.py --ops layer_norm_2d --write   # one op's entries
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def _step(op, impl, inputs, train):
                 _call(op, impl, x, w, b)
 
         return forward
-    grad = torch.randn_like(x)
+    # The gradient in the layout of the output (the one the next layer's backward returns).
+    grad = torch.empty_like(_call(op, impl, x, w, b)).normal_()
 
     def step():
         x.grad = w.grad = b.grad = None
@@ -124,13 +126,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="update crossover.json")
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument(
+        "--ops", nargs="+", metavar="OP", help="measure these ops only (--write keeps the others)"
+    )
     args = parser.parse_args(argv)
+    cases = [case for case in CASES if not args.ops or case[0] in args.ops]
     env = Environment()
     print(f"# bench_crossover: {env.cpu}, {env.threads} threads, torch {env.torch}, "
           f"numba {env.numba}, {env.timestamp}, git {env.git_sha}")  # fmt: skip
     table: dict[str, dict[str, dict[str, dict[str, int]]]] = {}
+    if args.ops and TABLE.exists():
+        table = {op: v for op, v in json.loads(TABLE.read_text()).items() if op not in args.ops}
     rows = []
-    for op, layouts, train in CASES:
+    for op, layouts, train in cases:
         for dtype in (torch.float32, torch.float64):
             for layout in layouts:
                 ratios = []

@@ -3,7 +3,7 @@
 
 For each zoo model at its bench size, one warm step is profiled per provider and the
 memory-moving ops are counted (calls, and self CPU time): ``aten::copy_``, ``aten::clone``,
-``aten::fill_``, ``aten::zero_``, and the allocations (``aten::empty``,
+``aten::cat``, ``aten::fill_``, ``aten::zero_``, and the allocations (``aten::empty``,
 ``aten::empty_strided``, ``aten::empty_like``, ``aten::zeros``, ``aten::ones``). normkit
 should add none of the copies or fills torch's model does not have: its outputs are fresh
 tensors, so an in-place activation after a normkit layer is in place there too (a view
@@ -31,7 +31,7 @@ from tests.zoo import ecosystem
 from tests.zoo.norm_state import randomize_norm_state
 from tests.zoo.registry import ZOO
 
-COPIES = ("aten::copy_", "aten::clone", "aten::fill_", "aten::zero_")
+COPIES = ("aten::copy_", "aten::clone", "aten::cat", "aten::fill_", "aten::zero_")
 ALLOCATIONS = (
     "aten::empty",
     "aten::empty_strided",
