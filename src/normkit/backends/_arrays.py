@@ -43,6 +43,14 @@ def vector(t: Tensor | None, dtype: torch.dtype) -> np.ndarray:
     return t.numpy()
 
 
+def inverse_std(var: Tensor, eps: float, dtype: torch.dtype) -> np.ndarray:
+    """``1 / sqrt(var + eps)`` as a contiguous 1-D array of ``dtype``, computed in ``dtype``
+    by NumPy as ``torch.rsqrt(var + eps)`` computes it (without the scalar tensor, and the
+    copy of it, that torch's ``var + eps`` makes)."""
+    v = vector(var, dtype)
+    return 1.0 / np.sqrt(v + v.dtype.type(eps))
+
+
 class PerChannel:
     """``x (N, C, *)`` resolved to a kernel layout, with arrays for inputs and outputs."""
 

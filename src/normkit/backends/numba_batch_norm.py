@@ -36,7 +36,7 @@ from torch import Tensor
 
 from normkit.backends import _numba_runtime as rt
 from normkit.backends import torch_backend
-from normkit.backends._arrays import PerChannel, vector
+from normkit.backends._arrays import PerChannel, inverse_std, vector
 from normkit.backends._ops import cast_grad, define, differentiable_grads, dtype_of, needs_autograd
 from normkit.backends.running import update_running_stats
 
@@ -94,9 +94,9 @@ def _eval_forward_impl(x, weight, bias, running_mean, running_var, eps, act, slo
             vector(weight, dt), vector(bias, dt), eps, rt.threads(x.numel()),
         )  # fmt: skip
     else:
-        invstd = torch.rsqrt(running_var.detach().to(dt) + eps)
+        invstd = inverse_std(running_var, eps, dt)
         rt.kernel("bn_elemt", bn.layout, dt)(
-            bn.array, y_a, vector(running_mean, dt), vector(invstd, dt), vector(weight, dt),
+            bn.array, y_a, vector(running_mean, dt), invstd, vector(weight, dt),
             vector(bias, dt), rt.act_code(act), slope, rt.threads(x.numel()),
         )  # fmt: skip
     return y
@@ -132,7 +132,7 @@ def _backward_impl(grad, x, weight, bias, mean, var, eps, act, slope, own_statis
             g, bn.array, dx_a, m, v, w, eps, dweight_a, dbias_a, threads
         )
     else:
-        invstd = vector(torch.rsqrt(var.detach().to(dt) + eps), dt)
+        invstd = inverse_std(var, eps, dt)
         b, code = vector(bias, dt), rt.act_code(act)
         rt.kernel("bn_backward_reduce", bn.layout, dt)(
             g, bn.array, m, invstd, w, b, code, slope, dbias_a, dweight_a, threads
