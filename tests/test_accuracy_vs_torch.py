@@ -6,42 +6,58 @@ sizes often: a batch of one where the mode allows it, one channel, spatial size 
 value per group, one-value rows; and now and then about 70000 values, run on two threads),
 a dtype, a memory layout (contiguous, channels_last for 4-D and 5-D, a sliced or a
 transposed view), a value scale and offset, and the backend (``nk.use_backend("auto" |
-"numba" | "torch")``). Three layers hold the same state (random parameters and running
-statistics, rounded to the dtype): normkit's and torch's in the dtype, and torch's in
-float64, the *truth*, run on the same values upcast exactly. Compared: the output, the input,
-weight and bias gradients for a random output gradient, the running statistics after the
-step and ``num_batches_tracked`` (exactly), plus the output's dtype and memory format.
+"numba" | "torch")``; ``"auto"`` reaches numba for strided inputs and large ones). Three
+layers hold the same state (random parameters and running statistics, rounded to the
+dtype): normkit's and torch's in the dtype, and torch's in float64, the *truth*, run on the
+same values upcast exactly (RMSNorm's ``eps=None`` given as the dtype's epsilon). Compared:
+the output, the input, weight and bias gradients for a random output gradient, the running
+statistics after the step and ``num_batches_tracked`` (exactly), and the output's dtype and
+memory format (LayerNorm2d's twin returns a permuted view: there normkit's documented
+format, channels_last for a channels_last input, else contiguous).
 
-The judge, per quantity ``q``, with ``err(q) = max |q - truth|``::
+The judge, per quantity, with ``err = max |q - truth|`` over the tensor::
 
     err(normkit) <= max(2 * err(torch), floor)
-    floor = max(4 ulp * max|truth|,                      the quantity's own rounding
-                4 ulp * sqrt(count) * term,              a sum of count terms (grad weight, bias)
-                TRUTH * terms)                           what the float64 truth can resolve
+    floor = max(4 ulp * max|truth|,            the quantity's own rounding
+                4 ulp * sqrt(count) * term,    a sum over the batch (parameter gradients,
+                                               running statistics) of count terms up to term
+                TRUTH * terms)                 what the float64 truth can resolve
 
 ``ulp`` is the dtype's machine epsilon (2**-23 for float32, 2**-52 for float64).
 
 * ``4 ulp * max|truth|``: torch's error can be zero by luck (a tiny tensor, an exactly
   representable result), and a correct computation in another order still rounds a few
   times. It is relative to the quantity itself, not to the terms it is computed from: a
-  gradient that should cancel to (almost) nothing must, where torch's does (a GroupNorm
-  with one value per group, an RMSNorm over one feature). Where the input itself limits
-  the dtype (an offset of -300 with a 1e-3 spread) torch's own error is large and the
-  factor 2 allows normkit the same order.
-* ``4 ulp * sqrt(count) * term`` for the parameter gradients, sums over ``count`` values of
-  terms up to ``term``: both libraries' rounding errors there are random walks of about
-  that size, so 2 * torch's error alone fails whenever torch happens to be lucky.
+  gradient that should cancel to nothing must, where torch's does (a GroupNorm with one
+  value per group and one channel: torch's input gradient is exactly 0). Where the input
+  itself limits the dtype (an offset of -300 with a 1e-3 spread, a gradient that cancels
+  to almost nothing) torch's own error is large and the factor 2 allows the same order.
+* ``4 ulp * sqrt(count) * term`` for the parameter gradients and the running statistics,
+  sums over ``count`` values of terms up to ``term`` (``|g|``, ``|g * x_hat|``, ``|x| / n``,
+  ``2 (x - mean)**2 / n``): both libraries' rounding errors there are random walks of about
+  that size (numba's float32 sum of 70001 gradients is on average 8x more accurate than
+  torch's, yet beyond twice torch's in one draw out of ten).
 * ``TRUTH * terms``, where ``terms`` is the size of the largest intermediate the formula
   adds or subtracts (e.g. ``|g * w| * rstd * (1 + |x_hat|)`` for the input gradient): the
   truth is float64 and is itself only that accurate. ``TRUTH`` is ``16 * 2**-52`` for a
   float32 example and, for float64, the project's float64 tolerance ``1e-10``
   (tests/conftest.py ``RTOL``): in float64 the truth is torch's own float64 layer, so
   ``err(torch) == 0`` and the test is the parity standard, relative to the terms (an
-  ill-conditioned float64 case, e.g. two values 2 +- 1e-3 with eps 1e-10, has errors of
-  1e-9 in both libraries against an 80-bit computation).
+  ill-conditioned float64 case, two values 2 +- 1e-3 with eps 1e-10, has errors of 1e-9 in
+  both libraries against an 80-bit computation).
 
-float16 and bfloat16 (which only the torch backend takes) are a separate test: there normkit
-runs torch's own kernels, so everything must equal torch.nn bit for bit.
+An example of fewer than 64 values is judged over several draws of its values and output
+gradient (up to 32): on the mean over the draws of each side of the inequality, each draw's
+in units of its ``terms``. On a handful of values both errors are a rounding or two either
+way and one draw where torch's happens to be exact is no verdict; a real loss shows in
+every draw.
+
+float16 and bfloat16 (the torch backend only; the numba backend refuses them by name,
+:func:`test_numba_refuses_half_precision`): normkit runs torch's own kernels and must equal
+torch.nn bit for bit (NaN where torch has NaN), everything but InstanceNorm's parameter
+gradients with running statistics in evaluation (:func:`_sums_differently`), which are
+judged as above. RMSNorm with ``eps=None`` is left out there until normkit takes torch's
+epsilon (:func:`test_rms_norm_default_eps_in_half_precision`, a strict xfail).
 """
 
 from __future__ import annotations
@@ -232,17 +248,19 @@ def _per_channel_shape(draw, rank: int) -> list[int]:
     return shape
 
 
-def _with_act(draw, args: dict, twin_args: dict) -> None:
-    """An ``*Act`` layer's activation, in both argument sets."""
-    act = draw(st.sampled_from(ACTS))
+def _with_act(draw, args: dict, twin_args: dict, act: str | None = None) -> None:
+    """An ``*Act`` layer's activation (``act``, or a random one), in both argument sets."""
+    act = act or draw(st.sampled_from(ACTS))
     args.update(act=act, negative_slope=0.2)
     twin_args.update(act=act, negative_slope=0.2)
 
 
 @st.composite
-def batch_norms(draw) -> Spec:
+def batch_norms(draw, act: str | None = None) -> Spec:
+    """BatchNorm1d/2d/3d, or with ``act`` (or now and then without) BatchNormAct1d/2d, whose
+    activation the numba kernels apply in the same pass."""
     kinds = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "BatchNormAct1d", "BatchNormAct2d"]
-    kind = draw(st.sampled_from(kinds))
+    kind = draw(st.sampled_from(kinds if act is None else kinds[3:]))
     dims = int(kind[-2])
     shape = _per_channel_shape(draw, draw(st.sampled_from([2, 3])) if dims == 1 else dims + 2)
     training = draw(st.booleans())
@@ -253,7 +271,7 @@ def batch_norms(draw) -> Spec:
                 affine=draw(st.booleans()), track_running_stats=track)  # fmt: skip
     twin, twin_args = getattr(nn, kind.replace("Act", "")), dict(args)
     if "Act" in kind:
-        _with_act(draw, args, twin_args)
+        _with_act(draw, args, twin_args, act)
         twin = _then_act(twin)
     op = "batch_norm_train" if training or not track else "batch_norm_eval"
     return Spec(kind, args, twin, twin_args, tuple(shape), training, op)
@@ -307,8 +325,10 @@ def _row_shape(draw) -> tuple[int, ...]:
     normalized = [
         draw(st.sampled_from([1, 1, 2, 3, 8, 33])) for _ in range(draw(st.integers(1, 3)))
     ]
-    size = draw(st.sampled_from(["small"] * 6 + ["many rows", "long rows"]))
-    if size == "many rows":
+    size = draw(st.sampled_from(["small"] * 5 + ["one-value rows", "many rows", "long rows"]))
+    if size == "one-value rows":
+        normalized = [1] * len(normalized)
+    elif size == "many rows":
         batch = [LARGE // math.prod(normalized) + 1]
     elif size == "long rows":
         batch, normalized = [draw(st.sampled_from([1, 2]))], [LARGE]
@@ -419,33 +439,31 @@ def _run(layer: nn.Module, x: Tensor, grad: Tensor, training: bool) -> dict[str,
 
 def _scales(spec: Spec, x: Tensor, grad: Tensor, before: nn.Module, eps: float) -> dict:
     """Per quantity ``(terms, count, term)``: the largest intermediate the formula adds or
-    subtracts, and for the parameter gradients the number of values summed per element and
-    the largest of them (see the module docstring). ``x``, ``grad``: the float64 values;
+    subtracts and, for the quantities that sum over the batch (the parameter gradients, the
+    running statistics), the number of values summed per element and the largest
+    contribution of one (see the module docstring). ``x``, ``grad``: the float64 values;
     ``before``: the float64 layer before the call."""
     members, mean, rstd = spec.groups(x, before, eps)
-    x_hat = ((members.abs().amax(1) + mean.abs()) * rstd).max().item()  # |x - mean| * rstd
-    per_group = (rstd * (1 + (members.abs().amax(1) + mean.abs()) * rstd)).max().item()
+    spread = members.abs().amax(1) + mean.abs()  # bounds |x - mean| in each group
+    x_hat = (spread * rstd).max().item()
+    per_group = (rstd * (1 + spread * rstd)).max().item()
     act = 2.0 if "Act" in spec.kind else 1.0  # the activations' slopes are below 1.5
-    w = before.weight.abs().max().item() if getattr(before, "weight", None) is not None else 1.0
-    b = before.bias.abs().max().item() if getattr(before, "bias", None) is not None else 0.0
+    weight, bias = getattr(before, "weight", None), getattr(before, "bias", None)
+    w = weight.abs().max().item() if weight is not None else 1.0
+    b = bias.abs().max().item() if bias is not None else 0.0
     g = grad.abs().max().item() * act
-    count = (
-        grad.numel() // before.weight.numel() if getattr(before, "weight", None) is not None else 1
-    )
+    n = grad.numel() // weight.numel() if weight is not None else 1
     out = {
         "output": (act * (w * x_hat + b), 1, 0.0),
         "grad input": (g * w * per_group, 1, 0.0),
-        "grad weight": (count * g * x_hat, count, g * x_hat),
-        "grad bias": (count * g, count, g),
+        "grad weight": (n * g * x_hat, n, g * x_hat),
+        "grad bias": (n * g, n, g),
     }
     if getattr(before, "running_mean", None) is not None:
-        spread = (members.abs().amax(1) + mean.abs()).max().item()
-        out["running_mean"] = (
-            before.running_mean.abs().max().item() + x.abs().max().item(),
-            1,
-            0.0,
-        )
-        out["running_var"] = (before.running_var.abs().max().item() + 2 * spread**2, 1, 0.0)
+        n = x.numel() // before.running_mean.numel()  # values behind each channel's statistics
+        big, square = x.abs().max().item(), 2 * spread.max().item() ** 2  # Bessel: n / (n-1) <= 2
+        out["running_mean"] = (before.running_mean.abs().max().item() + big, n, big / n)
+        out["running_var"] = (before.running_var.abs().max().item() + square, n, square / n)
     return out
 
 
@@ -461,7 +479,7 @@ class Errors:
     theirs: float = 0.0
     floor: float = 0.0
     draws: int = 0
-    worst: tuple = (-1.0, "")
+    worst: tuple = (-math.inf, "")
 
     def add(self, ours: Tensor, theirs: Tensor, truth: Tensor, scales: tuple) -> None:
         truth = truth.double()
@@ -480,7 +498,7 @@ class Errors:
         self.ours += err / unit
         self.theirs += torch_err / unit
         self.floor += floor / unit
-        if err / unit > self.worst[0]:
+        if not err / unit <= self.worst[0]:  # NaN too
             text = ", ".join(f"{name} = {value:.2e}" for name, value in floors.items())
             self.worst = (err / unit, f"normkit's error {err:.3e}, torch's {torch_err:.3e}, "
                           f"max|truth| {magnitude:.3e}, terms {terms:.3e}; {text}")  # fmt: skip
@@ -634,6 +652,15 @@ def test_batch_norm_at_least_as_accurate_as_torch(spec, setting):
     check_against_torch(spec, setting)
 
 
+@pytest.mark.parametrize("act", ACTS)
+@settings(max_examples=25, deadline=None, derandomize=True, database=None)
+@given(data=st.data(), setting=settings_for([F32, F64], ("auto", "numba", "numba", "torch")))
+def test_batch_norm_act_at_least_as_accurate_as_torch(act, data, setting):
+    """Each fused activation on its own (the numba kernels compute it, with float32
+    approximations of exp and erf), on the numba backend half of the time."""
+    check_against_torch(data.draw(batch_norms(act=act)), setting)
+
+
 @SETTINGS
 @given(spec=instance_norms(), setting=settings_for([F32, F64]))
 def test_instance_norm_at_least_as_accurate_as_torch(spec, setting):
@@ -695,20 +722,34 @@ def test_rms_norm_default_eps_in_half_precision(dtype):
 
 @pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
 @pytest.mark.parametrize(
-    "groups, shape", [(1, (2, 1)), (1, (3, 1, 1)), (3, (4, 3)), (6, (3, 6, 1, 1)), (2, (70001, 2))]
+    "layer, shape",
+    [
+        (lambda dt: nk.nn.GroupNorm(1, 1, eps=1e-10, dtype=dt), (2, 1)),
+        (lambda dt: nk.nn.GroupNorm(1, 1, eps=1e-10, dtype=dt), (3, 1, 1)),
+        (lambda dt: nk.nn.GroupNorm(3, 3, eps=1e-10, dtype=dt), (4, 3)),
+        (lambda dt: nk.nn.GroupNorm(6, 6, eps=1e-10, dtype=dt), (3, 6, 1, 1)),
+        (lambda dt: nk.nn.GroupNorm(2, 2, eps=1e-10, dtype=dt), (70001, 2)),
+    ],
+    ids=[
+        "GN(1,1) 2x1",
+        "GN(1,1) 3x1x1",
+        "GN(3,3)",
+        "GN(6,6)",
+        "GN(2,2) two threads",
+    ],
 )
-def test_group_norm_one_value_per_group_has_zero_input_gradient(groups, shape, dtype):
-    """A group of one value outputs its channel's bias whatever the value, so the input
-    gradient is exactly 0. The numba kernel used to leave an ulp of ``rstd * w * g`` (2.9e-5
-    in float32 for ``GroupNorm(1, 1)`` on ``(2, 1)`` with eps=1e-5, where torch gives 0; 4e-4
-    with eps=1e-10), found by test_group_norm_at_least_as_accurate_as_torch."""
+def test_one_value_normalized_has_zero_input_gradient(layer, shape, dtype):
+    """A group of one value outputs its bias whatever the value, so the input gradient is
+    exactly 0 (torch's is, with one channel). The numba kernel left an ulp of
+    ``rstd * w * g``, up to 4e-4 in float32 (GroupNorm(1, 1) on (2, 1), eps 1e-10), found
+    by test_group_norm_at_least_as_accurate_as_torch."""
     gen = torch.Generator().manual_seed(0)
-    layer = nk.nn.GroupNorm(groups, shape[1], eps=1e-10, dtype=dtype)
-    _random_state(layer, gen)
-    x = _values(shape, dtype, 40.0, -300.0, 1).requires_grad_()
+    module = layer(dtype)
+    _random_state(module, gen)
+    x = _values(shape, dtype, 1e-3, -300.0, 1).requires_grad_()
     grad = _values(shape, dtype, 1.0, 0.0, 2)
     with nk.use_backend("numba"):
-        dx = torch.autograd.grad(layer(x), x, grad)[0]
+        dx = torch.autograd.grad(module(x), x, grad)[0]
     assert torch.equal(dx, torch.zeros_like(dx)), f"max |dx| {dx.abs().max():.3e}, expected 0"
 
 
