@@ -224,7 +224,7 @@ def _threads(shape) -> int:
     return 2 if math.prod(shape) >= LARGE else 1
 
 
-def settings_for(dtypes, backend_names=("auto", "numba", "torch")):
+def settings_for(dtypes, backend_names=("auto", "numba", "numba", "torch")):
     return st.builds(
         Setting,
         dtype=st.sampled_from(dtypes),
@@ -654,7 +654,7 @@ def test_batch_norm_at_least_as_accurate_as_torch(spec, setting):
 
 @pytest.mark.parametrize("act", ACTS)
 @settings(max_examples=25, deadline=None, derandomize=True, database=None)
-@given(data=st.data(), setting=settings_for([F32, F64], ("auto", "numba", "numba", "torch")))
+@given(data=st.data(), setting=settings_for([F32, F64]))
 def test_batch_norm_act_at_least_as_accurate_as_torch(act, data, setting):
     """Each fused activation on its own (the numba kernels compute it, with float32
     approximations of exp and erf), on the numba backend half of the time."""
@@ -729,6 +729,11 @@ def test_rms_norm_default_eps_in_half_precision(dtype):
         (lambda dt: nk.nn.GroupNorm(3, 3, eps=1e-10, dtype=dt), (4, 3)),
         (lambda dt: nk.nn.GroupNorm(6, 6, eps=1e-10, dtype=dt), (3, 6, 1, 1)),
         (lambda dt: nk.nn.GroupNorm(2, 2, eps=1e-10, dtype=dt), (70001, 2)),
+        (lambda dt: nk.nn.LayerNorm(1, bias=False, dtype=dt), (1,)),
+        (lambda dt: nk.nn.LayerNorm(1, dtype=dt), (7, 1)),
+        (lambda dt: nk.nn.LayerNorm((1, 1), dtype=dt), (3, 1, 1)),
+        (lambda dt: nk.nn.LayerNorm(1, dtype=dt), (70001, 1)),
+        (lambda dt: nk.nn.LayerNorm2d(1, dtype=dt), (2, 1, 5, 5)),
     ],
     ids=[
         "GN(1,1) 2x1",
@@ -736,13 +741,19 @@ def test_rms_norm_default_eps_in_half_precision(dtype):
         "GN(3,3)",
         "GN(6,6)",
         "GN(2,2) two threads",
+        "LN(1) 1",
+        "LN(1) 7x1",
+        "LN(1,1)",
+        "LN(1) two threads",
+        "LN2d(1)",
     ],
 )
 def test_one_value_normalized_has_zero_input_gradient(layer, shape, dtype):
-    """A group of one value outputs its bias whatever the value, so the input gradient is
-    exactly 0 (torch's is, with one channel). The numba kernel left an ulp of
-    ``rstd * w * g``, up to 4e-4 in float32 (GroupNorm(1, 1) on (2, 1), eps 1e-10), found
-    by test_group_norm_at_least_as_accurate_as_torch."""
+    """A group or row of one value outputs its bias whatever the value, so the input
+    gradient is exactly 0 (torch's is, with one channel). The numba kernels left an ulp of
+    ``rstd * w * g``, up to 4e-4 in float32 (GroupNorm(1, 1) on (2, 1), eps 1e-10) and
+    5e-6 (LayerNorm(1), eps 1e-5), found by test_group_norm_at_least_as_accurate_as_torch
+    and test_layer_norm_at_least_as_accurate_as_torch."""
     gen = torch.Generator().manual_seed(0)
     module = layer(dtype)
     _random_state(module, gen)
