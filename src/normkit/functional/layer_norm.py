@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from normkit._shared import accumulation_dtype
 from normkit.backends import select
 from normkit.backends.torch_ops import activation
 from normkit.functional import _validate as v
@@ -93,13 +94,21 @@ def rms_norm(
     .. math::
         y = \frac{x}{\sqrt{\mathrm{E}[x^2] + \epsilon}} \cdot \gamma
 
-    ``eps=None`` uses ``torch.finfo(input.dtype).eps`` (torch's default).
+    ``eps=None`` uses the machine epsilon of the computation dtype, as torch's kernel does:
+    ``torch.finfo(input.dtype).eps`` for float32/float64, float32's for float16/bfloat16.
     Equivalence: on inputs with zero mean over ``normalized_shape``, equals ``layer_norm``.
     """
     if eps is None:
         v.check_floating(input, name)
-        eps = torch.finfo(input.dtype).eps
+        eps = default_rms_eps(input.dtype)
     return _row_norm(input, normalized_shape, weight, None, eps, False, backend, name)
+
+
+def default_rms_eps(dtype: torch.dtype) -> float:
+    """RMSNorm's ``eps=None``: the epsilon of torch's computation dtype for ``dtype`` (float32
+    for float16/bfloat16 inputs; torch's documentation names the input's, its kernel uses
+    this one)."""
+    return torch.finfo(accumulation_dtype(dtype)).eps
 
 
 def layer_norm_2d(

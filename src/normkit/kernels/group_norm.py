@@ -8,7 +8,8 @@ task per group does everything while the block is hot in cache:
   ``y = (x - mean) * rstd * w[c] + b[c]`` (second read from cache);
 * backward: per channel ``sum g`` and ``sum g * (x - mean)`` (one read of ``g`` and ``x``),
   the group's ``A = sum w*g``, ``B = sum w*g*x_hat``, then
-  ``dx = rstd * (w[c] * g - A / n - x_hat * B / n)`` (second read from cache).
+  ``dx = rstd * (w[c] * g - A / n - x_hat * B / n)`` (second read from cache); exactly 0
+  for a group of one value (``n = 1``), whose output does not depend on ``x``.
 
 With fewer groups than threads (GroupNorm(1) on one sample), the passes run instead as the
 batch-norm layout kernels over flat views, split into one chunk per thread.
@@ -81,6 +82,15 @@ def _gn_forward_groups(x, y, G, w, b, eps, mean_out, var_out):
             affine_act(x[n, c], y[n, c], mh, x.dtype.type(am), x.dtype.type(bc), IDENTITY, zero)
 
 
+@kernel
+def _live(cnt):
+    """0.0 for groups of one value, else 1.0: the factor of ``dx``'s coefficients. A group
+    of one value outputs ``b[c]`` whatever ``x`` is, so ``dx`` is exactly 0; the general
+    formula leaves ``rstd * w * g`` rounded two ways, up to an ulp of it (torch's kernel
+    leaves as much, except with one channel, where it gives 0)."""
+    return 0.0 if cnt == 1 else 1.0
+
+
 @kernel(parallel=True)
 def _gn_backward_groups(g, x, dx, G, w, mean, var, eps, sg, sgx):
     N, C, L = x.shape
@@ -101,10 +111,11 @@ def _gn_backward_groups(g, x, dx, G, w, mean, var, eps, sg, sgx):
             A += wc * u
             B += wc * v * rstd
         cnt = K * L
-        k2 = x.dtype.type(rstd * B / cnt * rstd)
-        k3 = x.dtype.type(rstd * A / cnt)
+        live = _live(cnt)
+        k2 = x.dtype.type(live * rstd * B / cnt * rstd)
+        k3 = x.dtype.type(live * rstd * A / cnt)
         for c in range(c0, c0 + K):
-            k1 = x.dtype.type(rstd * (w[c] if w.shape[0] > 0 else 1.0))
+            k1 = x.dtype.type(live * rstd * (w[c] if w.shape[0] > 0 else 1.0))
             grad_apply(g[n, c], x[n, c], dx[n, c], m, k1, k2, k3, zero, zero, IDENTITY, zero)
 
 
@@ -167,6 +178,7 @@ def gn_backward(g, x, dx, G, w, mean, var, eps, dw_out, db_out, threads):
         k2 = np.empty(N * C, x.dtype)
         k3 = np.empty(N * C, x.dtype)
         cnt = K * L
+        live = _live(cnt)
         for n in range(N):
             for gi in range(G):
                 j = n * G + gi
@@ -178,9 +190,9 @@ def gn_backward(g, x, dx, G, w, mean, var, eps, dw_out, db_out, threads):
                     B += wc * sgx[n, c] * rstd[j]
                 for c in range(gi * K, gi * K + K):
                     wc = w[c] if w.shape[0] > 0 else 1.0
-                    k1[n * C + c] = rstd[j] * wc
-                    k2[n * C + c] = rstd[j] * B / cnt * rstd[j]
-                    k3[n * C + c] = rstd[j] * A / cnt
+                    k1[n * C + c] = live * rstd[j] * wc
+                    k2[n * C + c] = live * rstd[j] * B / cnt * rstd[j]
+                    k3[n * C + c] = live * rstd[j] * A / cnt
         _ncl_grad_apply_all(
             g.reshape(1, N * C, L), x.reshape(1, N * C, L), dx.reshape(1, N * C, L), mh,
             zeros, zeros, k1, k2, k3, IDENTITY, zero, threads,

@@ -11,7 +11,7 @@ Forward, per row (exact two passes, float64 sums)::
 
 Backward, per row with ``gw = g * w`` and ``x_hat = (x - mean) * rstd``::
 
-    dx = rstd * (gw - mean(gw) - x_hat * mean(gw * x_hat))     (center)
+    dx = rstd * (gw - mean(gw) - x_hat * mean(gw * x_hat))     (center; exactly 0 for D = 1)
     dx = rstd * (gw - x_hat * mean(gw * x_hat))                (RMS)
 
 and per column ``dw = sum_r g * x_hat``, ``db = sum_r g`` from per-thread partials (float32
@@ -72,6 +72,9 @@ def _rows_forward(x, y, w, b, eps, center, bounds, mean_out, var_out):
 @kernel(parallel=True)
 def _rows_backward(g, x, dx, w, mean, var, eps, center, bounds, dw_parts, db_parts):
     D = x.shape[1]
+    # LayerNorm over one value outputs b whatever x is: dx is exactly 0. The formula would
+    # leave g * w - mean(g * w), the product rounded once and not (contracted to an FMA).
+    live = 0.0 if center and D == 1 else 1.0
     for t in prange(bounds.shape[0] - 1):
         blk_w = np.empty(D, x.dtype)
         blk_b = np.empty(D, x.dtype)
@@ -90,6 +93,7 @@ def _rows_backward(g, x, dx, w, mean, var, eps, center, bounds, dw_parts, db_par
                 dxr = dx[rr]
                 rstd = 1.0 / np.sqrt(var[rr] + eps)
                 rs = x.dtype.type(rstd)
+                rd = x.dtype.type(live * rstd)
                 m = mean[rr]
                 sa = 0.0
                 sb = 0.0
@@ -112,7 +116,7 @@ def _rows_backward(g, x, dx, w, mean, var, eps, center, bounds, dw_parts, db_par
                     xh = (xr[i] - m) * rs - lrs
                     blk_w[i] += gr[i] * xh
                     blk_b[i] += gr[i]
-                    dxr[i] = rs * (gr[i] * w[i] - ca - xh * cb)
+                    dxr[i] = rd * (gr[i] * w[i] - ca - xh * cb)
             for i in range(D):
                 acc_w[i] += blk_w[i]
                 acc_b[i] += blk_b[i]

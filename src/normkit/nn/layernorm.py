@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from normkit.backends.torch_ops import activation
 from normkit.functional import _validate as v
-from normkit.functional.layer_norm import normalize_channels, normalize_rows
+from normkit.functional.layer_norm import default_rms_eps, normalize_channels, normalize_rows
 
 
 def _shape_tuple(normalized_shape: int | Sequence[int], name: str) -> tuple[int, ...]:
@@ -36,7 +36,7 @@ def rms_norm_forward(layer: nn.Module, input: Tensor) -> Tensor:
     """The forward of normkit's RMSNorm (one FX node); ``eps=None`` is the dtype's epsilon."""
     name = layer._layer_name()
     v.check_floating(input, name)
-    eps = layer.eps if layer.eps is not None else torch.finfo(input.dtype).eps
+    eps = layer.eps if layer.eps is not None else default_rms_eps(input.dtype)
     return normalize_rows(input, layer.normalized_shape, layer.weight, None, eps, False, None, name)
 
 
@@ -111,7 +111,8 @@ class RMSNorm(_RowNorm, nn.RMSNorm):
         y = \frac{x}{\sqrt{\mathrm{E}[x^2] + \epsilon}} \cdot \gamma
 
     LayerNorm without centering and without bias, over the last
-    ``len(normalized_shape)`` dims. ``eps=None`` uses ``torch.finfo(x.dtype).eps``.
+    ``len(normalized_shape)`` dims. ``eps=None`` uses the epsilon of torch's computation dtype
+    (``torch.finfo(x.dtype).eps``, float32's for float16/bfloat16), as torch's kernel does.
 
     Args:
         normalized_shape: trailing shape to normalize over.
