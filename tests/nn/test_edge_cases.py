@@ -142,3 +142,18 @@ def test_parametrized_tensors_are_read_as_attributes(cls, training):
     theirs, ours = (layer(x) for layer in layers)
     assert_close(ours, theirs, torch.float32)
     assert_close(layers[1].running_mean, layers[0].running_mean, torch.float32)
+
+
+@pytest.mark.parametrize("backend_name", ["torch", "numba"])
+def test_a_refused_batch_still_backpropagates(backend_name):
+    """The guard puts the running statistics back after torch's kernel updated them in
+    place; torch's backward saved them, so putting them back must not count as a
+    modification (backward would raise "modified by an inplace operation")."""
+    layer = nk.nn.BatchNorm2d(3)
+    x = torch.randn(4, 3, 5, 5)
+    x[0, 1, 2, 2] = float("nan")
+    x.requires_grad_()
+    with nk.use_backend(backend_name), pytest.warns(NonFiniteStatisticsWarning):
+        y = layer(x)
+    y.sum().backward()
+    assert torch.equal(layer.running_mean, torch.zeros(3)) and int(layer.num_batches_tracked) == 0

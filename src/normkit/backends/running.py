@@ -53,16 +53,16 @@ _FLAGS = threading.local()
 def _finite(*tensors: Tensor | None) -> bool:
     """No NaN/Inf in any of the CPU ``tensors``: one fused check and one host sync.
 
-    The check is AMP's non-finite check with a unit scale, which writes the values back
-    unchanged; it is given ``.data`` aliases, whose version counters are their own, so that
-    tensors autograd saved (torch's BatchNorm saves the running statistics) stay valid.
-    Its flag tensors are kept per thread (they cost more to create than the check)."""
+    The check is AMP's non-finite check with a unit scale, which leaves the values as they
+    are and does not count as a modification for autograd (torch's BatchNorm saved the
+    running statistics for its backward; the contract tests' backward passes would fail if
+    it did). Its flag tensors are kept per thread (they cost more to create than the check)."""
     flags = getattr(_FLAGS, "cpu", None)
     if flags is None:
         flags = _FLAGS.cpu = (torch.zeros(()), torch.ones(()))
     found, unit = flags
     torch._amp_foreach_non_finite_check_and_unscale_(
-        [t.data for t in tensors if t is not None], found, unit
+        [t for t in tensors if t is not None], found, unit
     )
     if found.item():
         found.zero_()
