@@ -61,8 +61,8 @@ float16 and bfloat16 (the torch backend only; the numba backend refuses them by 
 :func:`test_numba_refuses_half_precision`): normkit runs torch's own kernels and must equal
 torch.nn bit for bit (NaN where torch has NaN), everything but InstanceNorm's parameter
 gradients with running statistics in evaluation (:func:`_sums_differently`), which are
-judged as above. RMSNorm with ``eps=None`` is left out there until normkit takes torch's
-epsilon (:func:`test_rms_norm_default_eps_in_half_precision`, a strict xfail).
+judged as above. RMSNorm with ``eps=None`` takes the epsilon of torch's computation dtype,
+as torch's kernel does (:func:`test_rms_norm_default_eps_in_half_precision`).
 """
 
 from __future__ import annotations
