@@ -207,6 +207,11 @@ def test_tools_lab_and_cli_never_reach_below_functional():
     assert bad == []
 
 
+def _printed_by_a_fresh_process(code: str) -> str:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
 def test_import_is_light():
     code = (
         "import sys, normkit; "
@@ -214,8 +219,7 @@ def test_import_is_light():
         "'torch._dynamo') if m in sys.modules]; "
         "print(heavy)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert _printed_by_a_fresh_process(code) == "[]"
 
 
 def test_numba_is_imported_when_an_input_first_needs_it():
@@ -231,5 +235,4 @@ def test_numba_is_imported_when_an_input_first_needs_it():
         "impl = backends.select('batch_norm_train', big); bn.train()(big); "
         "print(before, backends.backend_name(impl), 'numba' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False numba True"
+    assert _printed_by_a_fresh_process(code) == "False numba True"

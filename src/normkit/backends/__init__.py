@@ -58,7 +58,6 @@ _LOAD_FAILED: dict[str, str] = {}
 _DECISIONS: dict[tuple, tuple[str, str, int, int | None]] = {}
 _CROSSOVER: dict[str, dict[str, dict[str, int]]] = {}
 _COMPILING = "auto, compiling"  # the automatic choice while torch.compile traces
-_NUMBA_DTYPES = (torch.float32, torch.float64)  # what numba_backend.supports takes on CPU
 
 
 def register_backend(name: str, supports: Callable[[torch.dtype, str], bool], ops: dict) -> None:
@@ -161,7 +160,9 @@ def _decide(op: str, device_type: str, dtype: torch.dtype, layout: str, requeste
     _load("torch")
     numba = _LOADED.get("numba")
     if numba is None:
-        if "numba" in _LOAD_FAILED or device_type != "cpu" or dtype not in _NUMBA_DTYPES:
+        from normkit.backends._arrays import NUMPY_DTYPES  # numba_backend.supports' dtypes
+
+        if "numba" in _LOAD_FAILED or device_type != "cpu" or dtype not in NUMPY_DTYPES:
             return "torch", "", 0, None
         # Importing Numba and loading its kernels takes about half a second: it happens in
         # `select`, when an input first falls in numba's range, which then decides again.
