@@ -43,7 +43,7 @@ from torch import Tensor
 
 from normkit.backends import _numba_runtime as rt
 from normkit.backends import torch_masked
-from normkit.backends._arrays import NUMPY_DTYPES, vector
+from normkit.backends._arrays import NUMPY_DTYPES, inverse_std, vector
 from normkit.backends._ops import cast_grad, define, differentiable_grads, dtype_of, needs_autograd
 from normkit.backends.torch_masked import masked_running_stats_update
 
@@ -146,11 +146,11 @@ masked_batch_norm_forward = define(
 )
 
 
-def _elemt(bn: MaskedPerChannel, mean, invstd, weight, bias, act, slope) -> Tensor:
+def _elemt(bn: MaskedPerChannel, mean, invstd: np.ndarray, weight, bias, act, slope) -> Tensor:
     dt = bn.dtype
     y, y_a = bn.empty()
     rt.kernel("masked_bn_elemt", bn.layout, dt)(
-        bn.array, bn.mask, y_a, vector(mean, dt), vector(invstd, dt), vector(weight, dt),
+        bn.array, bn.mask, y_a, vector(mean, dt), invstd, vector(weight, dt),
         vector(bias, dt), rt.act_code(act), slope, rt.threads(bn.x.numel()),
     )  # fmt: skip
     return y
@@ -158,7 +158,7 @@ def _elemt(bn: MaskedPerChannel, mean, invstd, weight, bias, act, slope) -> Tens
 
 def _eval_forward_impl(x, mask, weight, bias, running_mean, running_var, eps, act, slope):
     bn = MaskedPerChannel(x, mask)
-    invstd = torch.rsqrt(running_var.detach().to(bn.dtype) + eps)
+    invstd = inverse_std(running_var, eps, bn.dtype)
     return _elemt(bn, running_mean, invstd, weight, bias, act, slope)
 
 
@@ -170,12 +170,12 @@ masked_batch_norm_eval_forward = define(
 )
 
 
-def _reduce(bn: MaskedPerChannel, g, mean, invstd, weight, bias, act, slope):
+def _reduce(bn: MaskedPerChannel, g, mean, invstd: np.ndarray, weight, bias, act, slope):
     dt = bn.dtype
     sum_dy, sum_dy_a = bn.stat()
     sum_dy_xhat, sum_dy_xhat_a = bn.stat()
     rt.kernel("masked_bn_backward_reduce", bn.layout, dt)(
-        g, bn.array, bn.mask, vector(mean, dt), vector(invstd, dt), vector(weight, dt),
+        g, bn.array, bn.mask, vector(mean, dt), invstd, vector(weight, dt),
         vector(bias, dt), rt.act_code(act), slope, sum_dy_a, sum_dy_xhat_a,
         rt.threads(bn.x.numel()),
     )  # fmt: skip
@@ -186,7 +186,7 @@ def _backward_elemt(bn, g, mean, invstd, weight, bias, sum_dy, sum_dy_xhat, coun
     dt = bn.dtype
     dx, dx_a = bn.empty()
     rt.kernel("masked_bn_backward_elemt", bn.layout, dt)(
-        g, bn.array, bn.mask, dx_a, vector(mean, dt), vector(invstd, dt), vector(weight, dt),
+        g, bn.array, bn.mask, dx_a, vector(mean, dt), invstd, vector(weight, dt),
         vector(bias, dt), vector(sum_dy, dt), vector(sum_dy_xhat, dt), count,
         rt.act_code(act), slope, rt.threads(bn.x.numel()),
     )  # fmt: skip
@@ -208,7 +208,7 @@ def _backward_impl(grad, x, mask, count, weight, bias, mean, var, eps, act, slop
             rt.threads(bn.x.numel()),
         )  # fmt: skip
     else:  # running statistics: constants; dx = dy * w * invstd
-        invstd = torch.rsqrt(var.detach().to(dt) + eps)
+        invstd = inverse_std(var, eps, dt)
         dbias, dweight = _reduce(bn, g, mean, invstd, weight, bias, act, slope)
         dx = _backward_elemt(bn, g, mean, invstd, weight, bias, None, None, 0.0, act, slope)
     return dx, dweight if weight is not None else no_weight, dbias
@@ -382,7 +382,7 @@ masked_bn_elemt = define(
     "masked_bn_elemt(Tensor x, Tensor mask, Tensor mean, Tensor invstd, Tensor? weight, "
     "Tensor? bias, str act, float slope) -> Tensor",
     lambda x, mask, mean, invstd, weight, bias, act, slope: _elemt(
-        MaskedPerChannel(x, mask), mean, invstd, weight, bias, act, slope
+        MaskedPerChannel(x, mask), mean, vector(invstd, x.dtype), weight, bias, act, slope
     ),
     lambda x, mask, mean, invstd, weight, bias, act, slope: _out_like(x),
 )
@@ -390,7 +390,7 @@ masked_bn_elemt = define(
 
 def _backward_reduce_impl(grad, x, mask, mean, invstd, weight, bias, act, slope):
     bn = MaskedPerChannel(x, mask)
-    return _reduce(bn, bn.like(grad), mean, invstd, weight, bias, act, slope)
+    return _reduce(bn, bn.like(grad), mean, vector(invstd, bn.dtype), weight, bias, act, slope)
 
 
 masked_bn_backward_reduce = define(
@@ -406,8 +406,8 @@ def _backward_elemt_impl(grad, x, mask, mean, invstd, weight, bias, sum_dy, sum_
     bn = MaskedPerChannel(x, mask)
     constant = sum_dy is None or sum_dy_xhat is None
     return _backward_elemt(
-        bn, bn.like(grad), mean, invstd, weight, bias, None if constant else sum_dy,
-        None if constant else sum_dy_xhat, float(count), act, slope,
+        bn, bn.like(grad), mean, vector(invstd, bn.dtype), weight, bias,
+        None if constant else sum_dy, None if constant else sum_dy_xhat, float(count), act, slope,
     )  # fmt: skip
 
 
