@@ -182,7 +182,19 @@ def _reduce(bn: MaskedPerChannel, g, mean, invstd: np.ndarray, weight, bias, act
     return sum_dy, sum_dy_xhat
 
 
-def _backward_elemt(bn, g, mean, invstd, weight, bias, sum_dy, sum_dy_xhat, count, act, slope):
+def _backward_elemt(
+    bn: MaskedPerChannel,
+    g,
+    mean,
+    invstd: np.ndarray,
+    weight,
+    bias,
+    sum_dy,
+    sum_dy_xhat,
+    count,
+    act,
+    slope,
+):
     dt = bn.dtype
     dx, dx_a = bn.empty()
     rt.kernel("masked_bn_backward_elemt", bn.layout, dt)(
