@@ -114,18 +114,27 @@ def _sum_rows(parts):
 def _ncl_shift(xf, N, M, L):
     """Per coefficient: mean of its first <= 64 values (over l, then n), in the data type."""
     shift = np.empty(M, xf.dtype)
-    per = N * L
-    k = min(64, per)
-    for m in range(M):
-        if L >= k:
+    k = min(64, N * L)
+    if L >= k:
+        for m in range(M):
             shift[m] = shift_of(xf[m * L : m * L + k])
-        else:
-            s = 0.0
-            for j in range(k):
-                n = j // L
-                s += xf[(n * M + m) * L + (j - n * L)]
-            s /= k
-            shift[m] = s if np.isfinite(s) else 0.0
+        return shift
+    # Short planes: the first k // L planes of every channel, then part of the next, read
+    # in memory order with one running sum per channel (the same additions in the same
+    # order as channel by channel, without a dependency chain through every value).
+    acc = np.zeros(M)
+    planes, rest = divmod(k, L)
+    for n in range(planes + (rest > 0)):
+        width = L if n < planes else rest
+        for m in range(M):
+            base = (n * M + m) * L
+            s = acc[m]
+            for j in range(width):
+                s += xf[base + j]
+            acc[m] = s
+    for m in range(M):
+        s = acc[m] / k
+        shift[m] = s if np.isfinite(s) else 0.0
     return shift
 
 

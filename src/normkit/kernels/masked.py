@@ -231,11 +231,12 @@ def _ncl_shift(x, mk):
     shift = np.zeros(C, x.dtype)
     if idx.shape[0] == 0:
         return shift
+    ns = idx // L  # sample and position of each value, once for every channel
+    ls = idx - ns * L
     for c in range(C):
         s = 0.0
         for j in range(idx.shape[0]):
-            n = idx[j] // L
-            s += x[n, c, idx[j] - n * L]
+            s += x[ns[j], c, ls[j]]
         s /= idx.shape[0]
         shift[c] = s if math.isfinite(s) else 0.0
     return shift
