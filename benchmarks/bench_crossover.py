@@ -7,7 +7,9 @@ chosen, automatically, for the sizes where they were faster: the smallest and la
 size (in elements) of the longest run of winning sizes, written to
 ``src/normkit/backends/crossover.json`` (``--write``), which the dispatcher reads. A key
 missing from the file means numba at every size; ``{"min": 0, "max": 0}`` means torch at
-every size.
+every size. ``"<op>+act"`` is the same op followed by a ReLU (fused into numba's pass; a
+second, in-place pass after torch's kernel), the cheapest activation for torch to add, so
+the range holds for the others too.
 
     python benchmarks/bench_crossover.py            # print the table
     python benchmarks/bench_crossover.py --write    # and update crossover.json
@@ -58,12 +60,13 @@ def _inputs(op, numel, dtype, layout):
 def _call(op: str, impl, x, w, b):
     """One call of the op's implementation (the op contract's arguments)."""
     c = x.shape[1]
-    if op == "batch_norm_train":
+    act = "relu" if op.endswith("+act") else "identity"
+    if op.startswith("batch_norm_train"):
         rm, rv = torch.zeros(c, dtype=x.dtype), torch.ones(c, dtype=x.dtype)
-        return impl(x, w, b, rm, rv, torch.tensor(0), 0.1, 1e-5, "identity", 0.01, "bench")
-    if op == "batch_norm_eval":
+        return impl(x, w, b, rm, rv, torch.tensor(0), 0.1, 1e-5, act, 0.01, "bench")
+    if op.startswith("batch_norm_eval"):
         rm, rv = torch.zeros(c, dtype=x.dtype), torch.ones(c, dtype=x.dtype)
-        return impl(x, w, b, rm, rv, 1e-5, "identity", 0.01)
+        return impl(x, w, b, rm, rv, 1e-5, act, 0.01)
     if op == "instance_norm_train":
         return impl(x, w, b, None, None, 0.1, 1e-5, "bench")
     if op == "group_norm":
@@ -99,6 +102,8 @@ def _step(op, impl, inputs, train):
 CASES = [
     ("batch_norm_train", ("contiguous", "channels_last", "2d"), True),
     ("batch_norm_eval", ("contiguous", "channels_last", "2d"), False),
+    ("batch_norm_train+act", ("contiguous", "channels_last", "2d"), True),
+    ("batch_norm_eval+act", ("contiguous", "channels_last", "2d"), False),
     ("instance_norm_train", ("contiguous",), True),
     ("group_norm", ("contiguous", "channels_last"), True),
     ("layer_norm", ("contiguous", "2d"), True),
@@ -144,9 +149,10 @@ def main(argv: list[str] | None = None) -> int:
                 ratios = []
                 for numel in SIZES:
                     inputs = _inputs(op, numel, dtype, layout)
+                    impl = op.removesuffix("+act")
                     steps = {
-                        "torch": _step(op, torch_backend.OPS[op], inputs, train),
-                        "numba": _step(op, numba_backend.OPS[op], inputs, train),
+                        "torch": _step(op, torch_backend.OPS[impl], inputs, train),
+                        "numba": _step(op, numba_backend.OPS[impl], inputs, train),
                     }
                     t = time_interleaved(steps, repeats=args.repeats, warmup=3)
                     ratios.append(t["torch"].q50 / t["numba"].q50)

@@ -60,6 +60,49 @@ def test_below_the_measured_crossover_torch_is_chosen(monkeypatch, environment):
     assert select("batch_norm_train", small, "numba") is numba_backend.OPS["batch_norm_train"]
 
 
+def test_an_op_followed_by_an_activation_has_its_own_measured_range(monkeypatch, environment):
+    environment(None)
+    alone = {"float32": {"contiguous": {"min": 0, "max": 0}}}  # torch's kernel at every size
+    fused = {"float32": {"contiguous": {"min": 500, "max": None}}}
+    monkeypatch.setitem(backends._CROSSOVER, "batch_norm_eval", alone)
+    monkeypatch.setitem(backends._CROSSOVER, "batch_norm_eval+act", fused)
+    monkeypatch.setattr(backends, "_DECISIONS", {})
+    x = torch.randn(4, 5, 25)
+    assert select("batch_norm_eval", x) is torch_backend.batch_norm_eval
+    assert select("batch_norm_eval", x, act="relu") is numba_backend.OPS["batch_norm_eval"]
+    assert select("batch_norm_eval", x[:1], act="relu") is torch_backend.batch_norm_eval
+    # Not measured with an activation: the op's own range.
+    monkeypatch.delitem(backends._CROSSOVER, "batch_norm_eval+act")
+    monkeypatch.setattr(backends, "_DECISIONS", {})
+    assert select("batch_norm_eval", x, act="relu") is torch_backend.batch_norm_eval
+
+
+def test_layers_with_a_fused_activation_dispatch_on_the_fused_range(monkeypatch, environment):
+    environment(None)
+    monkeypatch.setitem(
+        backends._CROSSOVER, "batch_norm_eval", {"float32": {"contiguous": {"min": 0, "max": 0}}}
+    )
+    monkeypatch.setitem(
+        backends._CROSSOVER,
+        "batch_norm_eval+act",
+        {"float32": {"contiguous": {"min": 1, "max": None}}},
+    )
+    monkeypatch.setattr(backends, "_DECISIONS", {})
+    calls = []
+    numba_eval = numba_backend.OPS["batch_norm_eval"]
+    monkeypatch.setitem(
+        numba_backend.OPS, "batch_norm_eval", lambda *a: calls.append(a[6]) or numba_eval(*a)
+    )
+    layer = nk.nn.BatchNormAct2d(5, "relu").eval()
+    x = torch.randn(2, 5, 4, 4)
+    torch.testing.assert_close(layer(x), torch.relu(torch.nn.functional.batch_norm(
+        x, layer.running_mean, layer.running_var, layer.weight, layer.bias
+    )))  # fmt: skip
+    assert calls == ["relu"]
+    nk.nn.BatchNorm2d(5).eval()(x)  # no activation: torch's kernel
+    assert calls == ["relu"]
+
+
 def test_env_var_and_context_force_a_backend(environment):
     x = torch.randn(64, 64, 64)
     environment("torch")

@@ -14,7 +14,9 @@ cannot take the input raises :class:`~normkit.config.BackendUnavailableError`.
 
 Automatic choice: ``"numba"`` where it supports the input and the input's size lies in the
 range where ``benchmarks/bench_crossover.py`` measured it faster for the op, dtype and layout
-(``crossover.json`` beside this module); ``"torch"`` otherwise. While ``torch.compile``
+(``crossover.json`` beside this module); ``"torch"`` otherwise. A per-channel op followed by
+an activation is measured on its own (the entry ``"<op>+act"``): numba computes the
+activation in the same pass, torch's kernel leaves it to a second one. While ``torch.compile``
 traces, the automatic choice is ``"torch"``: the compiler fuses torch's ops with the
 convolutions and activations around them, which an opaque kernel call prevents (measured
 whole-model: compiled training steps 0.80-0.92x of ``torch.compile`` of the torch model with
@@ -54,7 +56,8 @@ class _Backend:
 
 _LOADED: dict[str, _Backend] = {}
 _LOAD_FAILED: dict[str, str] = {}
-# (op, device type, dtype, layout, requested) -> (backend, fallback or "", min, max numel)
+# (op, device type, dtype, layout, requested, fused activation) -> (backend, fallback or "",
+# min, max numel)
 _DECISIONS: dict[tuple, tuple[str, str, int, int | None]] = {}
 _CROSSOVER: dict[str, dict[str, dict[str, int]]] = {}
 _COMPILING = "auto, compiling"  # the automatic choice while torch.compile traces
@@ -104,12 +107,18 @@ def layout_of(x: Tensor) -> str:
     return "strided"
 
 
-def crossover(op: str, dtype: torch.dtype, layout: str) -> tuple[int, int | None]:
+def crossover(
+    op: str, dtype: torch.dtype, layout: str, fused_act: bool = False
+) -> tuple[int, int | None]:
     """``(min, max)`` input size (in elements; ``max`` None: no limit) for which the numba
-    kernel was measured faster than torch's; ``(1, None)`` where nothing was measured."""
+    kernel was measured faster than torch's (with an activation after it when
+    ``fused_act``: the ``"<op>+act"`` entry, or ``op``'s where that was not measured);
+    ``(1, None)`` where nothing was measured."""
     if not _CROSSOVER:
         path = Path(__file__).with_name("crossover.json")
         _CROSSOVER.update(json.loads(path.read_text()) if path.exists() else {"": {}})
+    if fused_act and f"{op}+act" in _CROSSOVER:
+        op = f"{op}+act"
     found = _CROSSOVER.get(op, {}).get(str(dtype).removeprefix("torch."), {}).get(layout)
     if found is None:
         return 1, None
@@ -118,19 +127,31 @@ def crossover(op: str, dtype: torch.dtype, layout: str) -> tuple[int, int | None
 
 @constant_under_compile
 def _decision(
-    op: str, device_type: str, dtype: torch.dtype, layout: str, requested: str | None
+    op: str,
+    device_type: str,
+    dtype: torch.dtype,
+    layout: str,
+    requested: str | None,
+    fused_act: bool,
 ) -> tuple[str, str, int, int | None]:
     """``(backend, fallback backend or "", min numel, max numel or None)``: ``backend``
     for inputs of ``min <= numel <= max``, ``fallback`` for the others; computed once per key.
     Under torch.compile this runs at trace time (it may import a backend module)."""
-    key = (op, device_type, dtype, layout, requested)
+    key = (op, device_type, dtype, layout, requested, fused_act)
     decision = _DECISIONS.get(key)
     if decision is None:
-        decision = _DECISIONS[key] = _decide(op, device_type, dtype, layout, requested)
+        decision = _DECISIONS[key] = _decide(*key)
     return decision
 
 
-def _decide(op: str, device_type: str, dtype: torch.dtype, layout: str, requested: str | None):
+def _decide(
+    op: str,
+    device_type: str,
+    dtype: torch.dtype,
+    layout: str,
+    requested: str | None,
+    fused_act: bool,
+):
     if requested == _COMPILING:
         # Under torch.compile, torch's ops enter the graph as what they are and the compiler
         # fuses them with their neighbours; normkit's kernels would stay opaque calls between
@@ -166,19 +187,22 @@ def _decide(op: str, device_type: str, dtype: torch.dtype, layout: str, requeste
             return "torch", "", 0, None
         # Importing Numba and loading its kernels takes about half a second: it happens in
         # `select`, when an input first falls in numba's range, which then decides again.
-        return ("numba", "torch", *crossover(op, dtype, layout))
+        return ("numba", "torch", *crossover(op, dtype, layout, fused_act))
     if op not in numba.ops or not numba.supports(dtype, device_type):
         return "torch", "", 0, None
-    return ("numba", "torch", *crossover(op, dtype, layout))
+    return ("numba", "torch", *crossover(op, dtype, layout, fused_act))
 
 
-def select(op: str, x: Tensor, backend: str | None = None) -> Callable:
-    """The implementation of ``op`` for input ``x`` (see the module docstring)."""
+def select(op: str, x: Tensor, backend: str | None = None, act: str = "identity") -> Callable:
+    """The implementation of ``op`` for input ``x`` (see the module docstring); ``act``:
+    the activation the call applies after the op (its measured range may differ)."""
     requested = requested_backend(backend)
     if requested is None and torch.compiler.is_compiling():
         requested = _COMPILING
     device_type = "cpu" if x.is_cpu else x.device.type  # x.device builds an object
-    name, fallback, low, high = _decision(op, device_type, x.dtype, layout_of(x), requested)
+    name, fallback, low, high = _decision(
+        op, device_type, x.dtype, layout_of(x), requested, act != "identity"
+    )
     numel = x.numel()
     if numel < low or (high is not None and numel > high):
         if not fallback:  # numba asked for by name, on an empty tensor
@@ -191,7 +215,7 @@ def select(op: str, x: Tensor, backend: str | None = None) -> Callable:
     if chosen is None:  # the automatic choice of a backend not loaded yet (see _decide)
         _load(name)
         forget_decisions()
-        return select(op, x, backend)
+        return select(op, x, backend, act)
     return chosen.ops[op]
 
 

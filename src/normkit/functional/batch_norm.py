@@ -105,13 +105,13 @@ def normalize_per_channel(
     if training:
         v.check_more_than_one_value_per_channel(input, name)
         v.check_cumulative_average(momentum, running_mean, running_var, num_batches_tracked, name)
-        impl = select("batch_norm_train", input, backend)
+        impl = select("batch_norm_train", input, backend, act)
         return impl(
             input, weight, bias, running_mean, running_var, num_batches_tracked, momentum, eps,
             act, negative_slope, name,
         )  # fmt: skip
     v.check_running_stats_for_eval(running_mean, running_var, name)
-    impl = select("batch_norm_eval", input, backend)
+    impl = select("batch_norm_eval", input, backend, act)
     return impl(input, weight, bias, running_mean, running_var, eps, act, negative_slope)
 
 

@@ -108,13 +108,13 @@ def normalize_add_per_channel(
     if training:
         v.check_more_than_one_value_per_channel(input, name)
         v.check_cumulative_average(momentum, running_mean, running_var, num_batches_tracked, name)
-        module = sys.modules[_backend_module(select("batch_norm_train", input, backend))]
+        module = sys.modules[_backend_module(select("batch_norm_train", input, backend, act))]
         return module.batch_norm_add_train(
             input, residual, weight, bias, running_mean, running_var, num_batches_tracked,
             momentum, eps, act, name,
         )  # fmt: skip
     v.check_running_stats_for_eval(running_mean, running_var, name)
-    module = sys.modules[_backend_module(select("batch_norm_eval", input, backend))]
+    module = sys.modules[_backend_module(select("batch_norm_eval", input, backend, act))]
     return module.batch_norm_add_eval(
         input, residual, weight, bias, running_mean, running_var, eps, act
     )

@@ -55,5 +55,5 @@ def frozen_batch_norm(
         t.detach().to(dtype) for t in (running_mean, running_var, weight, bias)
     )
     # Validated above: straight to the inference op, not through batch_norm's checks again.
-    impl = select("batch_norm_eval", input)
+    impl = select("batch_norm_eval", input, None, act)
     return impl(input, weight, bias, mean, var, eps, act, negative_slope)

@@ -144,9 +144,9 @@ def single_sample_batch_norm(
                 "running statistics (track_running_stats=False, or running_mean/running_var "
                 "None); use single_sample='skip_update' or 'error'"
             )
-        impl = select("batch_norm_eval", input, backend)
+        impl = select("batch_norm_eval", input, backend, act)
         return impl(input, weight, bias, running_mean, running_var, eps, act, negative_slope)
-    impl = select("batch_norm_train", input, backend)
+    impl = select("batch_norm_train", input, backend, act)
     return impl(input, weight, bias, None, None, None, None, eps, act, negative_slope, name)
 
 
