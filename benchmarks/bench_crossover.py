@@ -103,7 +103,6 @@ CASES = [
     ("batch_norm_train", ("contiguous", "channels_last", "2d"), True),
     ("batch_norm_eval", ("contiguous", "channels_last", "2d"), False),
     ("batch_norm_train+act", ("contiguous", "channels_last", "2d"), True),
-    ("batch_norm_eval+act", ("contiguous", "channels_last", "2d"), False),
     ("instance_norm_train", ("contiguous",), True),
     ("group_norm", ("contiguous", "channels_last"), True),
     ("layer_norm", ("contiguous", "2d"), True),
