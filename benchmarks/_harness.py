@@ -5,6 +5,10 @@ interleaved round by round so that machine noise hits both alike; warm-up calls 
 compilation, allocator warm-up) are excluded; we report medians (with p20/p80) and the
 ratio torch / normkit, plus the fraction of the memory-bandwidth roofline: the minimum
 bytes an op must move divided by the measured copy bandwidth.
+
+Ratios come with a 95% confidence interval (:func:`paired_ratio`): each round times every
+provider once, so the per-round ratios pair two calls made a few milliseconds apart, and
+the interval of their median says whether a ratio near a goal is a difference or noise.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import statistics
@@ -34,12 +39,69 @@ class Timing:
     q50: float
     q80: float
     samples: int
+    rounds_ms: tuple[float, ...] = ()  # the samples in the order they were taken
 
     @classmethod
     def of(cls, seconds: Sequence[float]) -> Timing:
-        ms = sorted(s * 1e3 for s in seconds)
+        rounds = tuple(s * 1e3 for s in seconds)
+        ms = sorted(rounds)
         quantiles = statistics.quantiles(ms, n=10, method="inclusive") if len(ms) > 1 else ms * 9
-        return cls(q20=quantiles[1], q50=statistics.median(ms), q80=quantiles[7], samples=len(ms))
+        return cls(
+            q20=quantiles[1], q50=statistics.median(ms), q80=quantiles[7], samples=len(ms),
+            rounds_ms=rounds,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """``median`` of the per-round ratios and its confidence interval ``[low, high]``
+    (``coverage``: the interval's exact probability of holding the true median)."""
+
+    median: float
+    low: float
+    high: float
+    coverage: float
+
+    def verdict(self, goal: float) -> str:
+        """``met`` / ``MISSED`` by the median; ``(within noise)`` added when the interval
+        holds the goal, so the other verdict is as likely."""
+        text = "met" if self.median >= goal else "MISSED"
+        return f"{text} (within noise)" if self.low < goal <= self.high else text
+
+    def __str__(self) -> str:
+        return f"{self.median:.3f}x [{self.low:.3f}, {self.high:.3f}]"
+
+
+def median_interval(
+    values: Sequence[float], confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """A distribution-free confidence interval for the median of ``values``: the order
+    statistics ``(x_(k), x_(n+1-k))`` with the largest ``k`` whose coverage
+    ``1 - 2 P(Binomial(n, 1/2) < k)`` is at least ``confidence`` (``k = 1``, the range, when
+    no ``k`` reaches it: fewer than 6 values at 95%). Returns ``(low, high, coverage)``."""
+    xs = sorted(values)
+    n = len(xs)
+    if n == 0:
+        raise ValueError("median_interval needs at least one value")
+    below = 0.0  # P(Binomial(n, 1/2) < k), for the k being tried
+    k, coverage = 1, 1.0 - 2.0 * 0.5**n
+    for trial in range(1, n // 2 + 1):
+        below += math.comb(n, trial - 1) * 0.5**n
+        if 1.0 - 2.0 * below < confidence:
+            break
+        k, coverage = trial, 1.0 - 2.0 * below
+    return xs[k - 1], xs[n - k], coverage
+
+
+def paired_ratio(baseline: Timing, other: Timing, confidence: float = 0.95) -> Ratio:
+    """``baseline / other`` round by round (both from one :func:`time_interleaved` call):
+    their median and its confidence interval (:func:`median_interval`). Pairing cancels
+    the machine's drift between rounds, which the ratio of the two medians does not."""
+    if len(baseline.rounds_ms) != len(other.rounds_ms) or not baseline.rounds_ms:
+        raise ValueError("paired_ratio needs the timings of one time_interleaved call")
+    ratios = [b / o for b, o in zip(baseline.rounds_ms, other.rounds_ms, strict=True)]
+    low, high, coverage = median_interval(ratios, confidence)
+    return Ratio(statistics.median(ratios), low, high, coverage)
 
 
 def time_interleaved(
@@ -161,17 +223,32 @@ class Environment:
 
 
 def append_csv(path: Path, rows: list[dict]) -> None:
-    """Append tidy rows (one per op x provider x mode); writes a header for a new file."""
+    """Append tidy rows (one per op x provider x mode); writes a header for a new file. A
+    file whose header lacks some of the rows' columns is rewritten with them added (its
+    older rows empty there), so columns never shift under an old header."""
     if not rows:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.exists()
     fields = list(rows[0])
+    if path.exists():
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            old_fields = list(reader.fieldnames or [])
+            missing = [f for f in fields if f not in old_fields]
+            old_rows = list(reader) if missing else []
+        if missing:
+            fields = old_fields + missing
+            with path.open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(old_rows)
+        else:
+            fields = old_fields
+    else:
+        with path.open("w", newline="") as handle:
+            csv.DictWriter(handle, fieldnames=fields).writeheader()
     with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
+        csv.DictWriter(handle, fieldnames=fields, restval="").writerows(rows)
 
 
 def environment_row(env: Environment) -> dict:

@@ -5,7 +5,9 @@
 
 Each row times torch's layer and normkit's in one process, interleaved round by round,
 warm-up (JIT compilation, allocator warm-up) excluded, and reports the medians, the ratio
-torch / normkit (> 1: normkit faster), the issue's goal for that row, and each side's
+torch / normkit (> 1: normkit faster) with the 95% confidence interval of the median
+round-by-round ratio (``_harness.paired_ratio``; a verdict is marked "within noise" when
+the interval holds the goal), the issue's goal for that row, and each side's
 fraction of the memory-bandwidth roofline: the minimum bytes the op must move (2x the
 tensor for a forward, 5x for forward+backward) over the measured copy bandwidth.
 
@@ -35,6 +37,7 @@ from _harness import (
     append_csv,
     environment_row,
     no_grad_forward,
+    paired_ratio,
     print_table,
     roofline_fraction,
     time_interleaved,
@@ -417,7 +420,8 @@ def run(cases: list[Case], repeats: int, bandwidth: float, env: Environment):
         )  # fmt: skip
         t, n = timings["torch"].q50, timings["normkit"].q50
         ratio = t / n
-        verdict = "" if case.goal is None else ("met" if ratio >= case.goal else "MISSED")
+        paired = paired_ratio(timings["torch"], timings["normkit"])
+        verdict = "" if case.goal is None else paired.verdict(case.goal)
         table.append(
             [
                 case.label,
@@ -427,12 +431,14 @@ def run(cases: list[Case], repeats: int, bandwidth: float, env: Environment):
                 f"{t:.3f}",
                 f"{n:.3f}",
                 f"{ratio:.2f}x",
+                f"[{paired.low:.2f}, {paired.high:.2f}]",
                 "" if case.goal is None else f">= {case.goal}x {verdict}",
                 _roof(case, t, bandwidth),
                 _roof(case, n, bandwidth),
             ]
         )
         for provider, timing in timings.items():
+            pair = paired_ratio(timings["torch"], timing)
             csv_rows.append(
                 {
                     "op": case.label,
@@ -443,6 +449,9 @@ def run(cases: list[Case], repeats: int, bandwidth: float, env: Environment):
                     "q20_ms": round(timing.q20, 4),
                     "q50_ms": round(timing.q50, 4),
                     "q80_ms": round(timing.q80, 4),
+                    "paired_ratio": round(pair.median, 4),
+                    "ratio_ci_low": round(pair.low, 4),
+                    "ratio_ci_high": round(pair.high, 4),
                     "goal": case.goal or "",
                     "min_bytes": case.min_bytes or "",
                     "bandwidth_gbs": round(bandwidth, 2),
@@ -465,7 +474,7 @@ def _bandwidth_in_child(nbytes: int, threads: int) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-HEADERS = ["layer", "shape", "layout", "mode", "torch ms", "normkit ms", "ratio", "goal",
+HEADERS = ["layer", "shape", "layout", "mode", "torch ms", "normkit ms", "ratio", "95% CI", "goal",
            "torch roof", "normkit roof"]  # fmt: skip
 
 

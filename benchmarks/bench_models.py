@@ -10,7 +10,10 @@ For each model (the zoo's "bench" size: CNNs at 16 x 3 x 112 x 112, transformers
   with ``--fuse``, ``normkit`` is split in two: ``normkit(unfused)`` (``convert(...,
   fuse=False)``) and ``normkit+fuse`` (convert's default: BN + activation and BN + residual
   add + ReLU fused, :func:`normkit.tools.fuse_model`), to see what fusion alone gives;
-* ratio = torch eager median / provider median (> 1: faster than torch eager);
+* ratio = torch eager median / provider median (> 1: faster than torch eager), and beside it
+  the median of the round-by-round ratios with its 95% confidence interval
+  (``_harness.paired_ratio``): where the interval holds 1.0, or a goal, the run cannot tell
+  the difference from noise;
 * norm share: the fraction of torch's own step spent in normalization ops (torch.profiler,
   self CPU time of the forward and backward kernels), its Amdahl ceiling ``1 / (1 - share)``
   (the speed-up if normalization were free) and how far normkit got: ``(ratio - 1) /
@@ -40,6 +43,7 @@ from _harness import (
     Environment,
     append_csv,
     environment_row,
+    paired_ratio,
     print_table,
     time_interleaved,
 )
@@ -165,6 +169,7 @@ def bench_model(name: str, compile_too: bool, repeats: int, fuse_split: bool = F
         ceiling = 1.0 / (1.0 - share)
         for provider, t in timings.items():
             ratio = base / t.q50
+            paired = paired_ratio(timings["torch"], t)
             rows.append(
                 {
                     "model": name,
@@ -175,6 +180,9 @@ def bench_model(name: str, compile_too: bool, repeats: int, fuse_split: bool = F
                     "ms_q20": round(t.q20, 2),
                     "ms_q80": round(t.q80, 2),
                     "ratio_vs_torch": round(ratio, 3),
+                    "paired_ratio": round(paired.median, 3),
+                    "ratio_ci_low": round(paired.low, 3),
+                    "ratio_ci_high": round(paired.high, 3),
                     "norm_share": round(share, 3),
                     "norm_act_share": round(share_act, 3),
                     "ceiling": round(ceiling, 3),
@@ -204,9 +212,11 @@ def main(argv: list[str] | None = None) -> int:
         rows = bench_model(name, args.compile, args.repeats, args.fuse)
         all_rows += rows
         print_table(
-            ["model", "mode", "provider", "ms", "vs torch", "norm share", "ceiling", "of ceiling"],
+            ["model", "mode", "provider", "ms", "vs torch", "paired [95% CI]", "norm share",
+             "ceiling", "of ceiling"],
             [
                 (r["model"], r["mode"], r["provider"], r["ms_q50"], f'{r["ratio_vs_torch"]}x',
+                 f'{r["paired_ratio"]}x [{r["ratio_ci_low"]}, {r["ratio_ci_high"]}]',
                  f'{r["norm_share"]:.0%} ({r["norm_act_share"]:.0%} w/ act)',
                  f'{r["ceiling"]}x', r["of_ceiling"])
                 for r in rows

@@ -33,3 +33,82 @@ def test_the_quick_rows_run_both_sides(bench_layers):
         assert set(providers) == {"torch", "normkit"}, case.label
         for run in providers.values():
             run()
+
+
+@pytest.fixture(scope="module")
+def harness():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import _harness
+
+        yield _harness
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def _binomial_below(n: int, k: int) -> float:
+    """P(Binomial(n, 1/2) < k), summed directly."""
+    from math import comb
+
+    return sum(comb(n, i) for i in range(k)) / 2**n
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 6, 7, 15, 40, 101])
+def test_the_median_interval_is_the_widest_order_statistics_with_the_coverage(harness, n):
+    values = [float(v) for v in range(100, 100 + n)][::-1]  # given unsorted
+    low, high, coverage = harness.median_interval(values)
+    k = int(low) - 100 + 1  # low is the k-th smallest
+    assert high == 100 + n - k
+    assert coverage == pytest.approx(1 - 2 * _binomial_below(n, k))
+    if n >= 6:
+        assert coverage >= 0.95
+        # one order statistic further in would fall below 95%
+        assert 1 - 2 * _binomial_below(n, k + 1) < 0.95
+    else:
+        assert (low, high) == (100, 100 + n - 1)
+
+
+def test_the_median_interval_of_15_rounds_is_the_4th_and_12th(harness):
+    # the textbook table: n = 15 -> (x_(4), x_(12)), coverage 96.5%
+    low, high, coverage = harness.median_interval(range(1, 16))
+    assert (low, high) == (4, 12)
+    assert coverage == pytest.approx(0.9648, abs=1e-4)
+
+
+def test_paired_ratio_pairs_rounds_and_cancels_drift(harness):
+    # The machine slows down 2x over the run; the other provider is always 10% faster.
+    drift = [1.0 + i / 10 for i in range(20)]
+    torch_t = harness.Timing.of([d * 1e-3 for d in drift])
+    ours = harness.Timing.of([d * 1e-3 / 1.1 for d in drift])
+    ratio = harness.paired_ratio(torch_t, ours)
+    assert ratio.median == pytest.approx(1.1)
+    assert ratio.low == pytest.approx(1.1) and ratio.high == pytest.approx(1.1)
+    assert ratio.verdict(1.0) == "met"
+    assert ratio.verdict(1.2) == "MISSED"
+    with pytest.raises(ValueError, match="one time_interleaved call"):
+        harness.paired_ratio(torch_t, harness.Timing.of([1e-3]))
+
+
+def test_a_verdict_inside_the_interval_says_within_noise(harness):
+    ratio = harness.Ratio(median=0.98, low=0.95, high=1.02, coverage=0.96)
+    assert ratio.verdict(1.0) == "MISSED (within noise)"
+    assert ratio.verdict(0.9) == "met"
+    assert harness.Ratio(1.01, 0.97, 1.05, 0.96).verdict(1.0) == "met (within noise)"
+
+
+def test_append_csv_adds_new_columns_without_shifting_old_rows(harness, tmp_path):
+    path = tmp_path / "rows.csv"
+    harness.append_csv(path, [{"a": 1, "b": 2}])
+    harness.append_csv(path, [{"a": 3, "c": 4, "b": 5}])
+    harness.append_csv(path, [{"a": 6}])
+    import csv
+
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+    assert reader.fieldnames == ["a", "b", "c"]
+    assert rows == [
+        {"a": "1", "b": "2", "c": ""},
+        {"a": "3", "b": "5", "c": "4"},
+        {"a": "6", "b": "", "c": ""},
+    ]
