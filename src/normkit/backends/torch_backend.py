@@ -41,22 +41,12 @@ from torch import Tensor
 
 from normkit.backends import register_backend, torch_batch_free, torch_masked, torch_ops
 from normkit.backends.running import keep_running_stats_finite, running_stats_update
-from normkit.backends.torch_ops import activation
+from normkit.backends.torch_ops import activation_on_output
 
 
 def _cudnn(x: Tensor) -> bool:
     """torch's ``cudnn_enabled`` argument (it only selects a CUDA kernel)."""
     return not x.is_cpu and torch.backends.cudnn.enabled
-
-
-def _activate_fresh(y: Tensor, act: str, negative_slope: float) -> Tensor:
-    """``act(y)`` on a fresh output nobody else holds: in place, as the models' own
-    ``ReLU(inplace=True)`` after torch's BatchNorm is, where autograd allows it (relu
-    always: its backward reads the result; the others only when no gradient is recorded)."""
-    if act == "identity":
-        return y
-    inplace = act == "relu" or not (y.requires_grad and torch.is_grad_enabled())
-    return activation(y, act, negative_slope, inplace=inplace)
 
 
 def _factor(momentum: float | None, num_batches_tracked: Tensor | None) -> float:
@@ -80,12 +70,12 @@ def batch_norm_train(
 ) -> Tensor:
     if running_mean is None and running_var is None:
         y = torch.batch_norm(x, weight, bias, None, None, True, 0.0, eps, _cudnn(x))
-        return _activate_fresh(y, act, negative_slope)
+        return activation_on_output(y, act, negative_slope)
     if x.numel() == 0:  # torch leaves the statistics and counts the batch
         y = torch.batch_norm(x, weight, bias, running_mean, running_var, True, 0.0, eps, False)
         if num_batches_tracked is not None:
             num_batches_tracked.add_(1)
-        return _activate_fresh(y, act, negative_slope)
+        return activation_on_output(y, act, negative_slope)
     if momentum is None and torch.compiler.is_compiling():
         return _cumulative_train_compiled(
             x, weight, bias, running_mean, running_var, num_batches_tracked, eps, act,
@@ -98,7 +88,7 @@ def batch_norm_train(
     factor = _factor(momentum, num_batches_tracked)
     y = torch.native_batch_norm(x, weight, bias, mean, var, True, factor, eps)[0]
     keep_running_stats_finite(mean, var, num_batches_tracked, previous, name)
-    return _activate_fresh(y, act, negative_slope)
+    return activation_on_output(y, act, negative_slope)
 
 
 def _buffers(running_mean: Tensor | None, running_var: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -131,7 +121,7 @@ def _cumulative_train_compiled(
     running_stats_update(
         running_mean, running_var, num_batches_tracked, mean, var, float(count), None, name
     )
-    return _activate_fresh(y, act, negative_slope)
+    return activation_on_output(y, act, negative_slope)
 
 
 def batch_norm_eval(
@@ -145,7 +135,7 @@ def batch_norm_eval(
     negative_slope: float = 0.01,
 ) -> Tensor:
     y = torch.batch_norm(x, weight, bias, running_mean, running_var, False, 0.0, eps, _cudnn(x))
-    return _activate_fresh(y, act, negative_slope)
+    return activation_on_output(y, act, negative_slope)
 
 
 def instance_norm_train(

@@ -79,6 +79,23 @@ def activation(
     raise ValueError(f"unknown activation {act!r}; expected one of {ACTIVATIONS}")
 
 
+def activation_on_output(
+    y: Tensor, act: str, negative_slope: float = 0.01, view: bool = False
+) -> Tensor:
+    """``act(y)`` on a normalization's own fresh output ``y``, which nobody else holds: in
+    place where that is free, as the ``ReLU(inplace=True)`` after torch's layer in the
+    models is (out of place, the activation would allocate and page-fault a second tensor
+    of ``y``'s size). Always in place when autograd records nothing; while it records, relu
+    only, and only when ``y`` is not a ``view`` (relu's backward reads the result; the other
+    activations' backward read their input, which in place would be overwritten; in place
+    on a view autograd would rebase the view's base, the copy this avoids)."""
+    if act == "identity":
+        return y
+    recording = y.requires_grad and torch.is_grad_enabled()
+    inplace = not recording or (act == "relu" and not view)
+    return activation(y, act, negative_slope, inplace=inplace)
+
+
 def activation_grad(grad: Tensor, pre: Tensor, act: str, negative_slope: float = 0.01) -> Tensor:
     """``grad * act'(pre)``: the gradient before the activation."""
     if act == "identity":

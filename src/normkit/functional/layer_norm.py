@@ -9,7 +9,7 @@ from torch import Tensor
 
 from normkit._shared import accumulation_dtype
 from normkit.backends import select
-from normkit.backends.torch_ops import activation
+from normkit.backends.torch_ops import activation_on_output
 from normkit.functional import _validate as v
 
 
@@ -152,4 +152,4 @@ def normalize_channels(
 ) -> Tensor:
     """LayerNorm2d (then ``act``) on validated arguments (what the layers call)."""
     y = select("layer_norm_2d", input, backend)(input, weight, bias, eps)
-    return activation(y, act, negative_slope)
+    return activation_on_output(y, act, negative_slope, view=True)  # a permuted view

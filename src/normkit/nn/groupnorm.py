@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from normkit.backends.torch_ops import activation
+from normkit.backends.torch_ops import activation_on_output
 from normkit.functional import _validate as v
 from normkit.functional.group_norm import normalize_groups
 
@@ -87,7 +87,7 @@ class GroupNorm(nn.GroupNorm):
 
 def group_norm_act_forward(layer: GroupNormAct, input: Tensor) -> Tensor:
     """The forward of GroupNormAct (one FX node)."""
-    return activation(group_norm_forward(layer, input), layer.act, layer.negative_slope)
+    return activation_on_output(group_norm_forward(layer, input), layer.act, layer.negative_slope)
 
 
 torch.fx.wrap("group_norm_act_forward")

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from normkit.backends.torch_ops import activation
+from normkit.backends.torch_ops import activation_on_output
 from normkit.functional import _validate as v
 from normkit.functional.layer_norm import default_rms_eps, normalize_channels, normalize_rows
 
@@ -150,7 +150,7 @@ class RMSNorm(_RowNorm, nn.RMSNorm):
 
 def layer_norm_act_forward(layer: LayerNormAct, input: Tensor) -> Tensor:
     """The forward of LayerNormAct (one FX node)."""
-    return activation(layer_norm_forward(layer, input), layer.act, layer.negative_slope)
+    return activation_on_output(layer_norm_forward(layer, input), layer.act, layer.negative_slope)
 
 
 torch.fx.wrap("layer_norm_act_forward")
