@@ -14,6 +14,11 @@ the range holds for the others too.
     python benchmarks/bench_crossover.py            # print the table
     python benchmarks/bench_crossover.py --write    # and update crossover.json
     python benchmarks/bench_crossover.py --ops layer_norm_2d --write   # one op's entries
+    python benchmarks/bench_crossover.py --layouts short_planes --write  # one layout's
+
+Layouts are those of ``normkit.backends.layout_of``; ``"short_planes"`` inputs are
+``(16, C, 7, 7)``, the late-stage planes of the zoo's CNNs, which the kernels sweep as rows
+of ``C * 49`` values (an op without that entry uses its ``"contiguous"`` one).
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ def _shape(op: str, numel: int, layout: str) -> tuple[int, ...]:
         return (max(2, numel // channels), channels)
     if op in ("layer_norm", "rms_norm"):
         return (8, max(1, numel // (8 * 768)), 768)
+    if layout == "short_planes":
+        return (16, max(1, numel // (16 * 49)), 7, 7)
     channels = 64
     side = max(2, int((numel / (16 * channels)) ** 0.5))
     return (16, channels, side, side)
@@ -100,9 +107,9 @@ def _step(op, impl, inputs, train):
 
 
 CASES = [
-    ("batch_norm_train", ("contiguous", "channels_last", "2d"), True),
-    ("batch_norm_eval", ("contiguous", "channels_last", "2d"), False),
-    ("batch_norm_train+act", ("contiguous", "channels_last", "2d"), True),
+    ("batch_norm_train", ("contiguous", "short_planes", "channels_last", "2d"), True),
+    ("batch_norm_eval", ("contiguous", "short_planes", "channels_last", "2d"), False),
+    ("batch_norm_train+act", ("contiguous", "short_planes", "channels_last", "2d"), True),
     ("instance_norm_train", ("contiguous",), True),
     ("group_norm", ("contiguous", "channels_last"), True),
     ("layer_norm", ("contiguous", "2d"), True),
@@ -133,14 +140,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ops", nargs="+", metavar="OP", help="measure these ops only (--write keeps the others)"
     )
+    parser.add_argument(
+        "--layouts", nargs="+", metavar="LAYOUT",
+        help="measure these layouts only (--write keeps the others)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    cases = [case for case in CASES if not args.ops or case[0] in args.ops]
+    cases = [
+        (op, tuple(lay for lay in layouts if not args.layouts or lay in args.layouts), train)
+        for op, layouts, train in CASES
+        if not args.ops or op in args.ops
+    ]
     env = Environment()
     print(f"# bench_crossover: {env.cpu}, {env.threads} threads, torch {env.torch}, "
           f"numba {env.numba}, {env.timestamp}, git {env.git_sha}")  # fmt: skip
     table: dict[str, dict[str, dict[str, dict[str, int]]]] = {}
-    if args.ops and TABLE.exists():
-        table = {op: v for op, v in json.loads(TABLE.read_text()).items() if op not in args.ops}
+    if (args.ops or args.layouts) and TABLE.exists():
+        table = json.loads(TABLE.read_text())  # the cells measured now are replaced
+        if not args.layouts:
+            table = {op: v for op, v in table.items() if op not in args.ops}
     rows = []
     for op, layouts, train in cases:
         for dtype in (torch.float32, torch.float64):

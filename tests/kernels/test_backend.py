@@ -103,6 +103,64 @@ def test_layers_with_a_fused_activation_dispatch_on_the_fused_range(monkeypatch,
     assert calls == ["relu"]
 
 
+def test_layouts_tell_short_planes_from_long_ones():
+    from normkit.kernels.batch_norm_ncl import SHORT_PLANE
+
+    assert backends.SHORT_PLANES == SHORT_PLANE  # the kernels' own switch to row sweeps
+    assert backends.layout_of(torch.randn(2, 3, 7, 7)) == "short_planes"
+    assert backends.layout_of(torch.randn(2, 3, 63)) == "short_planes"
+    assert backends.layout_of(torch.randn(2, 3, 8, 8)) == "contiguous"
+    assert backends.layout_of(torch.randn(2, 3, 2, 4, 8)) == "contiguous"
+    assert backends.layout_of(torch.randn(0, 3, 4, 4)) == "short_planes"  # empty: no indexing
+    assert backends.layout_of(torch.randn(2, 3)) == "2d"
+    cl = torch.randn(2, 3, 4, 4).contiguous(memory_format=torch.channels_last)
+    assert backends.layout_of(cl) == "channels_last"
+
+
+def test_short_planes_have_their_own_range_or_the_contiguous_one(monkeypatch, environment):
+    environment(None)
+    table = {"float32": {"contiguous": {"min": 1, "max": None}}}
+    monkeypatch.setitem(backends._CROSSOVER, "batch_norm_train", table)
+    monkeypatch.setitem(backends._CROSSOVER, "batch_norm_train+act", {})
+    monkeypatch.setattr(backends, "_DECISIONS", {})
+    numba_train = numba_backend.OPS["batch_norm_train"]
+    short = torch.randn(16, 40, 4, 4)
+    assert select("batch_norm_train", short) is numba_train  # no entry: the contiguous one
+    table["float32"]["short_planes"] = {"min": 0, "max": 0}
+    monkeypatch.setattr(backends, "_DECISIONS", {})
+    assert select("batch_norm_train", short) is torch_backend.batch_norm_train
+    assert select("batch_norm_train", torch.randn(16, 40, 8, 8)) is numba_train
+    # with an activation: the layout decides first, then the +act entry within it
+    assert select("batch_norm_train", short, act="relu") is torch_backend.batch_norm_train
+    backends._CROSSOVER["batch_norm_train+act"] = {
+        "float32": {"contiguous": {"min": 1, "max": None}}
+    }
+    monkeypatch.setattr(backends, "_DECISIONS", {})
+    long = torch.randn(16, 40, 8, 8)
+    assert select("batch_norm_train", long, act="relu") is numba_train
+    # the short planes' own range wins over the +act entry of another layout
+    assert select("batch_norm_train", short, act="relu") is torch_backend.batch_norm_train
+    assert backends.crossover("batch_norm_train", torch.float32, "short_planes", True) == (1, 0)
+
+
+def test_the_shipped_table_sends_late_stage_planes_to_torch_and_large_ones_to_numba(environment):
+    environment(None)
+    forget = backends.forget_decisions
+    forget()
+    # (16, 1280, 4, 4), the last BatchNorm of MobileNetV2 at 112 x 112: numba's row sweeps
+    # were 0.74x of torch's kernel there (benchmarks/bench_crossover.py, short_planes)
+    low, _ = backends.crossover("batch_norm_train", torch.float32, "short_planes")
+    plain, _ = backends.crossover("batch_norm_train", torch.float32, "contiguous")
+    assert low > 16 * 1280 * 4 * 4 >= plain
+    assert select("batch_norm_train", torch.randn(16, 1280, 4, 4)) is (
+        torch_backend.batch_norm_train
+    )
+    assert (
+        select("batch_norm_train", torch.randn(16, 80, 16, 16))
+        is (numba_backend.OPS["batch_norm_train"])
+    )
+
+
 def test_env_var_and_context_force_a_backend(environment):
     x = torch.randn(64, 64, 64)
     environment("torch")

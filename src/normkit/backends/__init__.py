@@ -14,7 +14,9 @@ cannot take the input raises :class:`~normkit.config.BackendUnavailableError`.
 
 Automatic choice: ``"numba"`` where it supports the input and the input's size lies in the
 range where ``benchmarks/bench_crossover.py`` measured it faster for the op, dtype and layout
-(``crossover.json`` beside this module); ``"torch"`` otherwise. A per-channel op followed by
+(``crossover.json`` beside this module); ``"torch"`` otherwise. Layouts are those of
+:func:`layout_of`; an op without an entry for ``"short_planes"`` uses its ``"contiguous"``
+one. A per-channel op followed by
 an activation is measured on its own (the entry ``"<op>+act"``): numba computes the
 activation in the same pass, torch's kernel leaves it to a second one. While ``torch.compile``
 traces, the automatic choice is ``"torch"``: the compiler fuses torch's ops with the
@@ -93,12 +95,24 @@ def available() -> list[str]:
     return [name for name in BACKENDS if _load(name) is not None]
 
 
+#: Contiguous ``(N, C, *)`` inputs whose planes (``*``) hold fewer values than this are the
+#: ``"short_planes"`` layout: the numba kernels sweep them as rows of ``C * L`` values
+#: (``SHORT_PLANE`` of ``normkit.kernels.batch_norm_ncl``, which this module cannot import
+#: without loading Numba), and the sizes where they win differ (late-stage 7x7 and 4x4
+#: tensors, in benchmarks/bench_crossover.py).
+SHORT_PLANES = 64
+
+
 def layout_of(x: Tensor) -> str:
     """``"2d"`` (a matrix: BatchNorm1d's ``(N, C)``, rows of LayerNorm), ``"contiguous"``,
-    ``"channels_last"`` (channels fastest, 4-D or 5-D) or ``"strided"``."""
+    ``"short_planes"`` (contiguous ``(N, C, *)`` with fewer than :data:`SHORT_PLANES`
+    values per plane), ``"channels_last"`` (channels fastest, 4-D or 5-D) or
+    ``"strided"``."""
     if x.dim() == 2:
         return "2d"
     if x.is_contiguous():
+        if x.dim() >= 3 and x.shape[2:].numel() < SHORT_PLANES:
+            return "short_planes"
         return "contiguous"
     if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
         return "channels_last"
@@ -111,18 +125,23 @@ def crossover(
     op: str, dtype: torch.dtype, layout: str, fused_act: bool = False
 ) -> tuple[int, int | None]:
     """``(min, max)`` input size (in elements; ``max`` None: no limit) for which the numba
-    kernel was measured faster than torch's (with an activation after it when
-    ``fused_act``: the ``"<op>+act"`` entry, or ``op``'s where that was not measured);
-    ``(1, None)`` where nothing was measured."""
+    kernel was measured faster than torch's; ``(1, None)`` where nothing was measured.
+
+    The entry read is the first measured of: the layout's own, then (for ``"short_planes"``)
+    the ``"contiguous"`` one; within each, with an activation after the op (``fused_act``)
+    the ``"<op>+act"`` entry before ``op``'s."""
     if not _CROSSOVER:
         path = Path(__file__).with_name("crossover.json")
         _CROSSOVER.update(json.loads(path.read_text()) if path.exists() else {"": {}})
-    if fused_act and f"{op}+act" in _CROSSOVER:
-        op = f"{op}+act"
-    found = _CROSSOVER.get(op, {}).get(str(dtype).removeprefix("torch."), {}).get(layout)
-    if found is None:
-        return 1, None
-    return max(1, int(found["min"])), found["max"]
+    dtype_name = str(dtype).removeprefix("torch.")
+    layouts = (layout, "contiguous") if layout == "short_planes" else (layout,)
+    names = (f"{op}+act", op) if fused_act else (op,)
+    for candidate in layouts:
+        for name in names:
+            found = _CROSSOVER.get(name, {}).get(dtype_name, {}).get(candidate)
+            if found is not None:
+                return max(1, int(found["min"])), found["max"]
+    return 1, None
 
 
 @constant_under_compile
