@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_layers.py
 	$(PY) benchmarks/bench_models.py --fuse
 	$(PY) benchmarks/bench_models.py --compile --models resnet18 mobilenet_v2 efficientnet_b0
+	$(PY) benchmarks/bench_model_layers.py
 	$(PY) benchmarks/bench_variants.py
 	$(PY) benchmarks/bench_tools.py
 	$(PY) benchmarks/bench_cold_start.py

@@ -112,3 +112,28 @@ def test_append_csv_adds_new_columns_without_shifting_old_rows(harness, tmp_path
         {"a": "3", "b": "5", "c": "4"},
         {"a": "6", "b": "", "c": ""},
     ]
+
+
+def test_bench_model_layers_times_every_converted_layer_of_a_model():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import bench_model_layers
+
+        from tests.zoo import ecosystem
+
+        ecosystem.install()
+        try:
+            rows, delta = bench_model_layers.bench_model("efficientnet_b0", 1, size="test")
+            model = bench_model_layers.ZOO["efficientnet_b0"].build("test")
+        finally:
+            ecosystem.uninstall()
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    timm_norms = [m for m in model.modules() if type(m).__name__ == "BatchNormAct2d"]
+    train = [r for r in rows if r["mode"] == "train"]
+    assert {r["layer"] for r in rows} == {"BatchNormAct2d"}
+    assert {r["normkit_layer"] for r in rows} == {"BatchNormAct2d"}
+    assert sum(r["count"] for r in train) == len(timm_norms) > 0
+    assert len(train) == len(rows) - len(train)  # every layer timed in both modes
+    assert all(r["ratio_ci_low"] <= r["paired_ratio"] <= r["ratio_ci_high"] for r in rows)
+    assert set(delta) == {"eval", "train"}
