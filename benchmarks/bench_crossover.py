@@ -15,6 +15,13 @@ the range holds for the others too.
     python benchmarks/bench_crossover.py --write    # and update crossover.json
     python benchmarks/bench_crossover.py --ops layer_norm_2d --write   # one op's entries
     python benchmarks/bench_crossover.py --layouts short_planes --write  # one layout's
+    python benchmarks/bench_crossover.py --write --merge  # keep what both machines agree on
+
+The best range differs between machines (layer_norm_2d on channels_last float32: numba from
+1 Mi values on the Xeon of docs/kernels.md, never on an AMD EPYC VM). ``--merge`` writes,
+for each cell measured, the intersection of the new range and the one the dispatcher used
+from the file (``in_use``): numba only where it was faster on every machine measured,
+torch's kernel elsewhere.
 
 Layouts are those of ``normkit.backends.layout_of``; ``"short_planes"`` inputs are
 ``(16, C, 7, 7)``, the late-stage planes of the zoo's CNNs, which the kernels sweep as rows
@@ -133,6 +140,34 @@ def _winning_range(sizes, ratios) -> dict[str, int]:
     return {"min": sizes[lo], "max": None if hi == len(sizes) - 1 else sizes[hi]}
 
 
+def in_use(table: dict, op: str, dtype: str, layout: str) -> dict[str, int] | None:
+    """The range the dispatcher reads from ``table`` for this cell, by the lookup order of
+    ``normkit.backends.crossover`` (the layout's own, then contiguous for short planes;
+    within each, ``op`` before the op without ``+act``); None: nothing measured."""
+    layouts = (layout, "contiguous") if layout == "short_planes" else (layout,)
+    names = (op, op.removesuffix("+act")) if op.endswith("+act") else (op,)
+    for candidate in layouts:
+        for name in names:
+            found = table.get(name, {}).get(dtype, {}).get(candidate)
+            if found is not None:
+                return found
+    return None
+
+
+def intersect(old: dict[str, int] | None, new: dict[str, int]) -> dict[str, int]:
+    """The sizes in both ranges (``{"min": 0, "max": 0}``: torch at every size)."""
+    if old is None:
+        return new
+    if new["max"] == 0 or old["max"] == 0:
+        return {"min": 0, "max": 0}
+    low = max(old["min"], new["min"])
+    highs = [h for h in (old["max"], new["max"]) if h is not None]
+    high = min(highs) if highs else None
+    if high is not None and high < low:
+        return {"min": 0, "max": 0}
+    return {"min": low, "max": high}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="update crossover.json")
@@ -144,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         "--layouts", nargs="+", metavar="LAYOUT",
         help="measure these layouts only (--write keeps the others)",
     )  # fmt: skip
+    parser.add_argument(
+        "--merge", action="store_true",
+        help="with --write: intersect each measured range with the file's (module docstring)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     cases = [
         (op, tuple(lay for lay in layouts if not args.layouts or lay in args.layouts), train)
@@ -154,9 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# bench_crossover: {env.cpu}, {env.threads} threads, torch {env.torch}, "
           f"numba {env.numba}, {env.timestamp}, git {env.git_sha}")  # fmt: skip
     table: dict[str, dict[str, dict[str, dict[str, int]]]] = {}
-    if (args.ops or args.layouts) and TABLE.exists():
-        table = json.loads(TABLE.read_text())  # the cells measured now are replaced
-        if not args.layouts:
+    previous = json.loads(TABLE.read_text()) if TABLE.exists() else {}
+    if args.merge or args.ops or args.layouts:
+        table = json.loads(json.dumps(previous))  # the cells measured now are replaced
+        if args.ops and not args.layouts and not args.merge:
             table = {op: v for op, v in table.items() if op not in args.ops}
     rows = []
     for op, layouts, train in cases:
@@ -174,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
                     ratios.append(t["torch"].q50 / t["numba"].q50)
                 chosen = _winning_range(SIZES, ratios)
                 name = str(dtype).removeprefix("torch.")
+                if args.merge:
+                    chosen = intersect(in_use(previous, op, name, layout), chosen)
                 table.setdefault(op, {}).setdefault(name, {})[layout] = chosen
                 rows.append((op, name, layout, *(f"{r:.2f}" for r in ratios), chosen))
     print_table(["op", "dtype", "layout", *(f"{s:,}" for s in SIZES), "numba for"], rows)

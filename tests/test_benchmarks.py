@@ -137,3 +137,23 @@ def test_bench_model_layers_times_every_converted_layer_of_a_model():
     assert len(train) == len(rows) - len(train)  # every layer timed in both modes
     assert all(r["ratio_ci_low"] <= r["paired_ratio"] <= r["ratio_ci_high"] for r in rows)
     assert set(delta) == {"eval", "train"}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "merged"),
+    [
+        (None, {"min": 4, "max": None}, {"min": 4, "max": None}),  # unmeasured: numba anywhere
+        ({"min": 4, "max": None}, {"min": 16, "max": None}, {"min": 16, "max": None}),
+        ({"min": 4, "max": 64}, {"min": 16, "max": None}, {"min": 16, "max": 64}),
+        ({"min": 4, "max": 8}, {"min": 16, "max": None}, {"min": 0, "max": 0}),  # disjoint
+        ({"min": 0, "max": 0}, {"min": 1, "max": None}, {"min": 0, "max": 0}),
+        ({"min": 1, "max": None}, {"min": 0, "max": 0}, {"min": 0, "max": 0}),
+    ],
+)
+def test_merged_crossover_ranges_keep_only_what_both_measured(old, new, merged):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import bench_crossover
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    assert bench_crossover.intersect(old, new) == merged
