@@ -23,6 +23,7 @@ COMMAND_MODULES: list[str] = [
     "normkit.tools.cli",
     "normkit.lab.cli",
     "normkit.backends.warmup",
+    "normkit.backends.tuning",
 ]
 
 

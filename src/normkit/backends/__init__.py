@@ -14,7 +14,8 @@ cannot take the input raises :class:`~normkit.config.BackendUnavailableError`.
 
 Automatic choice: ``"numba"`` where it supports the input and the input's size lies in the
 range where ``benchmarks/bench_crossover.py`` measured it faster for the op, dtype and layout
-(``crossover.json`` beside this module); ``"torch"`` otherwise. Layouts are those of
+(``crossover.json`` beside this module, with this machine's own measurements over it when
+``normkit tune`` made them: :mod:`normkit.backends.tuning`); ``"torch"`` otherwise. Layouts are those of
 :func:`layout_of`; an op without an entry for ``"short_planes"`` uses its ``"contiguous"``
 one. A per-channel op followed by
 an activation is measured on its own (the entry ``"<op>+act"``): numba computes the
@@ -121,6 +122,33 @@ def layout_of(x: Tensor) -> str:
     return "strided"
 
 
+def _load_crossover() -> None:
+    """The shipped table, then this machine's measured cells over it (``normkit tune``,
+    :mod:`normkit.backends.tuning`); an unreadable machine table is logged and ignored."""
+    from normkit.backends.tuning import tuned_table_path
+
+    path = Path(__file__).with_name("crossover.json")
+    table = json.loads(path.read_text()) if path.exists() else {}
+    tuned = tuned_table_path()
+    if tuned is not None and tuned.exists():
+        try:
+            measured = json.loads(tuned.read_text())
+            for op, by_dtype in measured.items():
+                for dtype, by_layout in by_dtype.items():
+                    for layout, found in by_layout.items():
+                        cell = {"min": int(found["min"]), "max": found["max"]}
+                        table.setdefault(op, {}).setdefault(dtype, {})[layout] = cell
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            _log.warning("normkit: ignoring the measured crossover table %s: %s", tuned, exc)
+    _CROSSOVER.update(table or {"": {}})
+
+
+def reload_crossover() -> None:
+    """Read the crossover tables again at the next decision (after ``normkit tune``)."""
+    _CROSSOVER.clear()
+    _DECISIONS.clear()
+
+
 def crossover(
     op: str, dtype: torch.dtype, layout: str, fused_act: bool = False
 ) -> tuple[int, int | None]:
@@ -131,17 +159,24 @@ def crossover(
     the ``"contiguous"`` one; within each, with an activation after the op (``fused_act``)
     the ``"<op>+act"`` entry before ``op``'s."""
     if not _CROSSOVER:
-        path = Path(__file__).with_name("crossover.json")
-        _CROSSOVER.update(json.loads(path.read_text()) if path.exists() else {"": {}})
-    dtype_name = str(dtype).removeprefix("torch.")
+        _load_crossover()
+    found = lookup(_CROSSOVER, op, str(dtype).removeprefix("torch."), layout, fused_act)
+    if found is None:
+        return 1, None
+    return max(1, int(found["min"])), found["max"]
+
+
+def lookup(table: dict, op: str, dtype: str, layout: str, fused_act: bool = False) -> dict | None:
+    """The cell of a crossover ``table`` that decides ``(op, dtype name, layout)``, in the
+    order :func:`crossover` documents; None when nothing was measured."""
     layouts = (layout, "contiguous") if layout == "short_planes" else (layout,)
     names = (f"{op}+act", op) if fused_act else (op,)
     for candidate in layouts:
         for name in names:
-            found = _CROSSOVER.get(name, {}).get(dtype_name, {}).get(candidate)
+            found = table.get(name, {}).get(dtype, {}).get(candidate)
             if found is not None:
-                return max(1, int(found["min"])), found["max"]
-    return 1, None
+                return found
+    return None
 
 
 @constant_under_compile
