@@ -53,7 +53,7 @@ def _binomial_below(n: int, k: int) -> float:
     return sum(comb(n, i) for i in range(k)) / 2**n
 
 
-@pytest.mark.parametrize("n", [1, 2, 5, 6, 7, 15, 40, 101])
+@pytest.mark.parametrize("n", [1, 2, 5, 6, 7, 15, 40, 101, 1000])
 def test_the_median_interval_is_the_widest_order_statistics_with_the_coverage(harness, n):
     values = [float(v) for v in range(100, 100 + n)][::-1]  # given unsorted
     low, high, coverage = harness.median_interval(values)
@@ -66,6 +66,17 @@ def test_the_median_interval_is_the_widest_order_statistics_with_the_coverage(ha
         assert 1 - 2 * _binomial_below(n, k + 1) < 0.95
     else:
         assert (low, high) == (100, 100 + n - 1)
+
+
+def test_the_median_interval_of_many_rounds_follows_the_normal_approximation(harness):
+    # bench_layers times tiny calls for a second: tens of thousands of rounds
+    n = 50_001
+    low, high, coverage = harness.median_interval(range(n))
+    half_width = 1.96 * n**0.5 / 2
+    assert abs((n - 1) / 2 - low - half_width) <= 2 and low + high == n - 1
+    assert coverage == pytest.approx(0.95, abs=0.002)
+    exact = harness.median_interval(range(1000))  # the exact rule at the boundary
+    assert exact[0] == pytest.approx(1000 / 2 - 1.96 * 1000**0.5 / 2, abs=2)
 
 
 def test_the_median_interval_of_15_rounds_is_the_4th_and_12th(harness):
