@@ -72,7 +72,9 @@ class Ratio:
         return f"{self.median:.3f}x [{self.low:.3f}, {self.high:.3f}]"
 
 
-def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+def median_interval(
+    values: Sequence[float], confidence: float = 0.95
+) -> tuple[float, float, float]:
     """A distribution-free confidence interval for the median of ``values``: the order
     statistics ``(x_(k), x_(n+1-k))`` with the largest ``k`` whose coverage
     ``1 - 2 P(Binomial(n, 1/2) < k)`` is at least ``confidence`` (``k = 1``, the range, when
