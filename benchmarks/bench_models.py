@@ -6,14 +6,16 @@ For each model (the zoo's "bench" size: CNNs at 16 x 3 x 112 x 112, transformers
 * train: one step = forward, backward, SGD update; eval: a no_grad forward in eval mode;
 * providers, interleaved round by round: ``torch`` (the model as the libraries define it),
   ``normkit`` (``nk.tools.convert(model, "normkit")``), ``normkit+fold`` (eval, conv models:
-  ``nk.tools.fold``), and with ``--compile`` ``compile(torch)`` / ``compile(normkit)``;
+  ``nk.tools.fold``), and with ``--compile`` ``compile(torch)`` / ``compile(normkit)``
+  (``torch.compile``, inductor unless ``--compile-backend`` names another);
   with ``--fuse``, ``normkit`` is split in two: ``normkit(unfused)`` (``convert(...,
   fuse=False)``) and ``normkit+fuse`` (convert's default: BN + activation and BN + residual
   add + ReLU fused, :func:`normkit.tools.fuse_model`), to see what fusion alone gives;
 * ratio = torch eager median / provider median (> 1: faster than torch eager), and beside it
   the median of the round-by-round ratios with its 95% confidence interval
   (``_harness.paired_ratio``): where the interval holds 1.0, or a goal, the run cannot tell
-  the difference from noise;
+  the difference from noise; for ``compile(normkit)`` also its paired ratio to
+  ``compile(torch)`` (the goal's comparison: the same compiler on both models);
 * norm share: the fraction of torch's own step spent in normalization ops (torch.profiler,
   self CPU time of the forward and backward kernels), its Amdahl ceiling ``1 / (1 - share)``
   (the speed-up if normalization were free) and how far normkit got: ``(ratio - 1) /
@@ -126,19 +128,23 @@ def norm_share(step) -> tuple[float, float]:
     return norm / total, (norm + act) / total
 
 
-def _compiled(model):
-    return torch.compile(model)
-
-
-def bench_model(name: str, compile_too: bool, repeats: int, fuse_split: bool = False) -> list[dict]:
+def bench_model(
+    name: str,
+    compile_too: bool,
+    repeats: int,
+    fuse_split: bool = False,
+    size: str = "bench",
+    compile_backend: str = "inductor",
+) -> list[dict]:
     entry = ZOO[name]
     torch.manual_seed(0)
-    theirs = entry.build("bench")
+    theirs = entry.build(size)
     randomize_norm_state(theirs, 0)
     ours = nk.tools.convert(theirs, "normkit", quiet=True)
-    shape = entry.input_shape("bench")
+    shape = entry.input_shape(size)
     x = torch.randn(shape)
-    target = torch.randint(0, 1000, (shape[0],))
+    classes = entry.kwargs[size].get("num_classes", 1000)
+    target = torch.randint(0, classes, (shape[0],))
     rows = []
     for mode in ("train", "eval"):
         models = {"torch": copy.deepcopy(theirs), "normkit": copy.deepcopy(ours)}
@@ -151,8 +157,9 @@ def bench_model(name: str, compile_too: bool, repeats: int, fuse_split: bool = F
         if mode == "eval" and entry.foldable:
             models["normkit+fold"] = nk.tools.fold(copy.deepcopy(ours).eval(), example=x)
         if compile_too:
-            models["compile(torch)"] = _compiled(copy.deepcopy(models["torch"]))
-            models["compile(normkit)"] = _compiled(copy.deepcopy(ours).train(mode == "train"))
+            compiled = copy.deepcopy(models["torch"]), copy.deepcopy(ours).train(mode == "train")
+            models["compile(torch)"] = torch.compile(compiled[0], backend=compile_backend)
+            models["compile(normkit)"] = torch.compile(compiled[1], backend=compile_backend)
         make = (
             (lambda m: _train_step(m, x, target))
             if mode == "train"
@@ -170,6 +177,11 @@ def bench_model(name: str, compile_too: bool, repeats: int, fuse_split: bool = F
         for provider, t in timings.items():
             ratio = base / t.q50
             paired = paired_ratio(timings["torch"], t)
+            vs_compiled = (
+                paired_ratio(timings["compile(torch)"], t)
+                if provider == "compile(normkit)"
+                else None
+            )
             rows.append(
                 {
                     "model": name,
@@ -183,6 +195,7 @@ def bench_model(name: str, compile_too: bool, repeats: int, fuse_split: bool = F
                     "paired_ratio": round(paired.median, 3),
                     "ratio_ci_low": round(paired.low, 3),
                     "ratio_ci_high": round(paired.high, 3),
+                    "vs_compile_torch": _interval(vs_compiled),
                     "norm_share": round(share, 3),
                     "norm_act_share": round(share_act, 3),
                     "ceiling": round(ceiling, 3),
@@ -193,11 +206,16 @@ def bench_model(name: str, compile_too: bool, repeats: int, fuse_split: bool = F
     return rows
 
 
+def _interval(paired) -> str:
+    return "" if paired is None else f"{paired.median:.3f}x [{paired.low:.3f}, {paired.high:.3f}]"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=MODELS, choices=sorted(ZOO))
     parser.add_argument("--compile", action="store_true", help="also torch.compile both")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile's backend")
     parser.add_argument(
         "--fuse", action="store_true",
         help="normkit without fusion and normkit+fuse (convert's default) as two columns",
@@ -209,16 +227,18 @@ def main(argv: list[str] | None = None) -> int:
           f"numba {env.numba}, {env.timestamp}, git {env.git_sha}")  # fmt: skip
     all_rows = []
     for name in args.models:
-        rows = bench_model(name, args.compile, args.repeats, args.fuse)
+        rows = bench_model(
+            name, args.compile, args.repeats, args.fuse, compile_backend=args.compile_backend
+        )
         all_rows += rows
         print_table(
             ["model", "mode", "provider", "ms", "vs torch", "paired [95% CI]", "norm share",
-             "ceiling", "of ceiling"],
+             "ceiling", "of ceiling", "vs compile(torch)"],
             [
                 (r["model"], r["mode"], r["provider"], r["ms_q50"], f'{r["ratio_vs_torch"]}x',
                  f'{r["paired_ratio"]}x [{r["ratio_ci_low"]}, {r["ratio_ci_high"]}]',
                  f'{r["norm_share"]:.0%} ({r["norm_act_share"]:.0%} w/ act)',
-                 f'{r["ceiling"]}x', r["of_ceiling"])
+                 f'{r["ceiling"]}x', r["of_ceiling"], r["vs_compile_torch"])
                 for r in rows
             ],
         )  # fmt: skip

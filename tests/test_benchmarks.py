@@ -150,6 +150,56 @@ def test_bench_model_layers_times_every_converted_layer_of_a_model():
     assert set(delta) == {"eval", "train"}
 
 
+#: Round times (ms) reported for each provider of bench_models' test run: each provider's
+#: ratio to torch eager, and compile(normkit)'s to compile(torch) (4.0 / 2.0 = 2.0, where
+#: the ratio to torch eager is 0.5), are known.
+FAKE_ROUNDS_MS = {"torch": 1.0, "compile(torch)": 4.0, "compile(normkit)": 2.0}
+
+
+def test_bench_models_times_every_provider_and_pairs_compiled_with_compiled(monkeypatch):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import _harness
+        import bench_models
+
+        from tests.zoo import ecosystem
+
+        def timed_then_faked(steps, repeats, warmup):
+            real = _harness.time_interleaved(steps, repeats=repeats, warmup=warmup)
+            return {
+                name: _harness.Timing.of([FAKE_ROUNDS_MS.get(name, 1.0) * 1e-3] * repeats)
+                for name in real
+            }
+
+        monkeypatch.setattr(bench_models, "time_interleaved", timed_then_faked)
+        ecosystem.install()
+        try:
+            rows = bench_models.bench_model(
+                "resnet18", True, 3, size="test", compile_backend="aot_eager"
+            )
+        finally:
+            ecosystem.uninstall()
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    providers = {(r["mode"], r["provider"]) for r in rows}
+    compiled = ["compile(torch)", "compile(normkit)"]
+    assert providers == {
+        *(("train", p) for p in ["torch", "normkit", *compiled]),
+        *(("eval", p) for p in ["torch", "normkit", "normkit+fold", *compiled]),
+    }
+    for r in rows:
+        assert r["ratio_ci_low"] <= r["paired_ratio"] <= r["ratio_ci_high"]
+        assert 0 < r["norm_share"] <= r["norm_act_share"] < 1
+        assert r["ceiling"] == pytest.approx(1 / (1 - r["norm_share"]), abs=2e-3)
+        expected = 1.0 / FAKE_ROUNDS_MS.get(r["provider"], 1.0)
+        assert r["paired_ratio"] == r["ratio_ci_low"] == r["ratio_ci_high"] == expected
+        assert r["ratio_vs_torch"] == expected
+        paired_with_compiled = (
+            "2.000x [2.000, 2.000]" if r["provider"] == "compile(normkit)" else ""
+        )
+        assert r["vs_compile_torch"] == paired_with_compiled
+
+
 @pytest.mark.parametrize(
     ("old", "new", "merged"),
     [
